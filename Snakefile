@@ -1,0 +1,42 @@
+# kdinv: "Knowledge Distillation for Teaching Symmetry Invariances", end to end.
+#
+# Path grammar (every wildcard is a config name or number; see rules/common.smk):
+#
+#   resources/{dataset}/raw/<official file names>                          fetch_mnist
+#   results/{dataset}/data/{train,test}.pt                                 prepare_mnist
+#   results/{dataset}/folds/fold{fold}.pt                                  make_folds
+#   results/{dataset}/train/{model}/{augment}/fold{fold}/model.pt          train_model
+#   results/{dataset}/train/{model}/{augment}/fold{fold}/train_logits.pt   train_model (teacher cache)
+#   results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}/model.pt
+#                                                                          distill_student
+#   <each run folder above>/metrics.parquet, test_logits.pt                evaluate_trained, evaluate_distilled
+#   results/metrics.parquet                                                collect_metrics
+#   results/figures/figure1.{png,pdf}                                      plot_figure1
+#   logs/{rule}/<the output's wildcard path>.log
+#   benchmarks/{rule}/<the output's wildcard path>.tsv
+#
+# {augment} is "plain" or a symmetry name (training on transformed data, e.g. "translation");
+# {temperature} is written in one spelling (4, not 4.0).
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/distill.smk"
+include: "rules/evaluate.smk"
+include: "rules/plot.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.plot_figure1.output,
+        rules.collect_metrics.output,

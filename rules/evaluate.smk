@@ -1,0 +1,71 @@
+rule evaluate_trained:
+    input:
+        model=f"{TRAIN_DIR}/model.pt",
+        test="results/{dataset}/data/test.pt",
+    output:
+        metrics=f"{TRAIN_DIR}/metrics.parquet",
+        logits=f"{TRAIN_DIR}/test_logits.pt",
+    params:
+        symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
+        im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
+        identifiers=lambda w: {
+            "dataset": w.dataset,
+            "fold": int(w.fold),
+            "kind": "train",
+            "model": w.model,
+            "augment": w.augment,
+        },
+        device=config["device"],
+        batch_size=config["evaluation"]["batch_size"],
+    log:
+        "logs/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.log",
+    benchmark:
+        "benchmarks/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["mem_mb"],
+        runtime=30,
+        gpu=GPU_PER_JOB,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/evaluate_model.py"
+
+
+rule evaluate_distilled:
+    input:
+        model=f"{DISTILL_DIR}/model.pt",
+        references=lambda w: list(reference_logits(w).values()),
+        test="results/{dataset}/data/test.pt",
+    output:
+        metrics=f"{DISTILL_DIR}/metrics.parquet",
+        logits=f"{DISTILL_DIR}/test_logits.pt",
+    params:
+        symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
+        im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
+        identifiers=lambda w: {
+            "dataset": w.dataset,
+            "fold": int(w.fold),
+            "kind": "distill",
+            "model": w.student,
+            "augment": PLAIN,
+            "teacher": w.teacher,
+            "teacher_augment": w.teacher_augment,
+            "temperature": float(w.temperature),
+        },
+        references=lambda w: list(reference_logits(w)),
+        device=config["device"],
+        batch_size=config["evaluation"]["batch_size"],
+    log:
+        "logs/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
+    benchmark:
+        "benchmarks/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["mem_mb"],
+        runtime=30,
+        gpu=GPU_PER_JOB,
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/evaluate_model.py"

@@ -1,0 +1,20 @@
+"""Rule distill_student: one distillation (teacher, student, temperature, fold)."""
+
+from kdinv.jobs import distill_student
+from kdinv.runtime import start_job
+
+log = start_job(snakemake.log[0], snakemake.threads)
+p = snakemake.params
+log.info("seed %d, T %g, kd_direction %s", p.seed, p.temperature, p.direction)
+distill_student(
+    train_split=snakemake.input.train,
+    fold_file=snakemake.input.fold,
+    teacher_logits=snakemake.input.teacher_logits,
+    student_spec=p.spec,
+    temperature=p.temperature,
+    direction=p.direction,
+    seed=p.seed,
+    device=p.device,
+    out_model=snakemake.output.model,
+    wildcards=dict(snakemake.wildcards.items()),
+)

@@ -1,0 +1,8 @@
+"""Rule make_folds: stratified k folds of the training split, as index files."""
+
+from kdinv.datasets import write_folds
+from kdinv.runtime import start_job
+
+log = start_job(snakemake.log[0])
+write_folds(snakemake.input.train, snakemake.params.k, snakemake.params.seed, list(snakemake.output))
+log.info("wrote %d folds (seed %d)", snakemake.params.k, snakemake.params.seed)

@@ -1,0 +1,19 @@
+"""Rule train_model: one supervised training (model, plain or augmented data, fold)."""
+
+from kdinv.jobs import train_model
+from kdinv.runtime import start_job
+
+log = start_job(snakemake.log[0], snakemake.threads)
+p = snakemake.params
+log.info("seed %d", p.seed)
+train_model(
+    train_split=snakemake.input.train,
+    fold_file=snakemake.input.fold,
+    model_spec=p.spec,
+    symmetry=p.symmetry,
+    seed=p.seed,
+    device=p.device,
+    out_model=snakemake.output.model,
+    out_logits=snakemake.output.logits,
+    wildcards=dict(snakemake.wildcards.items()),
+)
