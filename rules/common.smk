@@ -5,6 +5,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from kdinv.config import (
     PLAIN,
+    canonical,
     derive_seed,
     distillations,
     fidelity_references,
@@ -23,7 +24,9 @@ FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_temperature(t) for t in config["temperatures"]]
 # Jobs that train or evaluate ask for one GPU unless the config pins them to the CPU.
 GPU_PER_JOB = 0 if config["device"] == "cpu" else 1
-SYMMETRY_NAMES = sorted({s for d in config["datasets"].values() for s in d["symmetries"]})
+SYMMETRY_NAMES = sorted(
+    {s for d in config["datasets"].values() for s in d["symmetries"]}
+)
 
 
 def _names(names):
@@ -42,9 +45,8 @@ wildcard_constraints:
 
 
 TRAIN_DIR = "results/{dataset}/train/{model}/{augment}/fold{fold}"
-DISTILL_DIR = (
-    "results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}"
-)
+TRAINED_TEST_LOGITS = f"{TRAIN_DIR}/test_logits.pt"
+DISTILL_DIR = "results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}"
 
 
 # Targets ------------------------------------------------------------------------------------
@@ -84,11 +86,29 @@ def all_metric_tables():
 
 def model_spec(name):
     spec = config["models"][name]
-    return {k: spec[k] for k in ("arch", "params", "training", "distillation") if k in spec}
+    keys = ("arch", "params", "training", "distillation")
+    return canonical({k: spec[k] for k in keys if k in spec})
 
 
 def symmetry_spec(dataset, name):
-    return None if name == PLAIN else config["datasets"][dataset]["symmetries"][name]
+    if name == PLAIN:
+        return None
+    return canonical(config["datasets"][dataset]["symmetries"][name])
+
+
+def fetch_spec(w):
+    """Only the keys the chosen source uses, so that e.g. a new mirror URL does not rerun an
+    offline data set and its whole downstream."""
+    ds = config["datasets"][w.dataset]
+    keys = {
+        "download": ["url"],
+        "local": ["local_dir", "verify_checksums"],
+        "offline": ["offline_test_fraction"],
+    }[ds["source"]]
+    spec = {"source": ds["source"], **{k: ds[k] for k in keys}}
+    if ds["source"] == "offline":
+        spec["seed"] = derive_seed(config["seed"], "offline", w.dataset)
+    return canonical(spec)
 
 
 def dataset_param(key):
@@ -101,8 +121,9 @@ def job_seed(kind):
 
 def reference_logits(w):
     return {
-        f"{t}/{ta}": TRAIN_DIR.format(dataset=w.dataset, model=t, augment=ta, fold=w.fold)
-        + "/test_logits.pt"
+        f"{t}/{ta}": TRAINED_TEST_LOGITS.format(
+            dataset=w.dataset, model=t, augment=ta, fold=w.fold
+        )
         for t, ta in fidelity_references(
             config, w.dataset, w.teacher, w.teacher_augment, w.student
         )

@@ -14,18 +14,14 @@ localrules:
 rule fetch_mnist:
     output:
         expand("resources/{{dataset}}/raw/{name}", name=MNIST_RAW),
-    params:
-        source=dataset_param("source"),
-        url=dataset_param("url"),
-        retries=dataset_param("retries"),
-        local_dir=dataset_param("local_dir"),
-        verify=dataset_param("verify_checksums"),
-        test_fraction=dataset_param("offline_test_fraction"),
-        seed=lambda w: derive_seed(config["seed"], "offline", w.dataset),
     log:
         "logs/fetch_mnist/{dataset}.log",
+    # Each file is retried inside the job; the whole job is rerun this often on top.
+    retries: max(ds["retries"] for ds in config["datasets"].values()) - 1
     conda:
         "../envs/torch.yaml"
+    params:
+        spec=fetch_spec,
     script:
         "../workflow/scripts/fetch_mnist.py"
 
@@ -36,15 +32,15 @@ rule prepare_mnist:
     output:
         train="results/{dataset}/data/train.pt",
         test="results/{dataset}/data/test.pt",
-    params:
-        pad_to=dataset_param("pad_to"),
     log:
         "logs/prepare_mnist/{dataset}.log",
+    conda:
+        "../envs/torch.yaml"
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        pad_to=dataset_param("pad_to"),
     script:
         "../workflow/scripts/prepare_mnist.py"
 
@@ -54,15 +50,15 @@ rule make_folds:
         train="results/{dataset}/data/train.pt",
     output:
         expand("results/{{dataset}}/folds/fold{fold}.pt", fold=FOLDS),
-    params:
-        k=config["folds"],
-        seed=lambda w: derive_seed(config["seed"], "folds", w.dataset),
     log:
         "logs/make_folds/{dataset}.log",
+    conda:
+        "../envs/torch.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        k=config["folds"],
+        seed=lambda w: derive_seed(config["seed"], "folds", w.dataset),
     script:
         "../workflow/scripts/make_folds.py"

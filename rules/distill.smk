@@ -5,22 +5,22 @@ rule distill_student:
         teacher_logits="results/{dataset}/train/{teacher}/{teacher_augment}/fold{fold}/train_logits.pt",
     output:
         model=f"{DISTILL_DIR}/model.pt",
+    log:
+        "logs/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
+    benchmark:
+        "benchmarks/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["mem_mb"],
+        runtime=config["job_resources"]["runtime"],
+        gpu=GPU_PER_JOB,
     params:
         spec=lambda w: model_spec(w.student),
         temperature=lambda w: float(w.temperature),
         direction=config["kd_direction"],
         seed=job_seed("distill"),
         device=config["device"],
-    log:
-        "logs/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
-    benchmark:
-        "benchmarks/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
-    threads: config["threads"]
-    resources:
-        mem_mb=config["job_resources"]["mem_mb"],
-        runtime=config["job_resources"]["runtime"],
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/distill_student.py"

@@ -5,6 +5,17 @@ rule evaluate_trained:
     output:
         metrics=f"{TRAIN_DIR}/metrics.parquet",
         logits=f"{TRAIN_DIR}/test_logits.pt",
+    log:
+        "logs/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.log",
+    benchmark:
+        "benchmarks/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["mem_mb"],
+        runtime=30,
+        gpu=GPU_PER_JOB,
     params:
         symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
         im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
@@ -17,17 +28,6 @@ rule evaluate_trained:
         },
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
-    log:
-        "logs/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.log",
-    benchmark:
-        "benchmarks/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.tsv"
-    threads: config["threads"]
-    resources:
-        mem_mb=config["job_resources"]["mem_mb"],
-        runtime=30,
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/evaluate_model.py"
 
@@ -40,6 +40,17 @@ rule evaluate_distilled:
     output:
         metrics=f"{DISTILL_DIR}/metrics.parquet",
         logits=f"{DISTILL_DIR}/test_logits.pt",
+    log:
+        "logs/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
+    benchmark:
+        "benchmarks/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=config["job_resources"]["mem_mb"],
+        runtime=30,
+        gpu=GPU_PER_JOB,
     params:
         symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
         im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
@@ -56,16 +67,5 @@ rule evaluate_distilled:
         references=lambda w: list(reference_logits(w)),
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
-    log:
-        "logs/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
-    benchmark:
-        "benchmarks/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
-    threads: config["threads"]
-    resources:
-        mem_mb=config["job_resources"]["mem_mb"],
-        runtime=30,
-        gpu=GPU_PER_JOB,
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/evaluate_model.py"

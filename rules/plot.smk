@@ -5,11 +5,11 @@ rule collect_metrics:
         "results/metrics.parquet",
     log:
         "logs/collect_metrics/collect_metrics.log",
+    conda:
+        "../envs/plot.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/plot.yaml"
     script:
         "../workflow/scripts/collect_metrics.py"
 
@@ -20,15 +20,15 @@ rule plot_figure1:
     output:
         png="results/figures/figure1.png",
         pdf="results/figures/figure1.pdf",
-    params:
-        rows=figure_rows(),
-        temperatures=[float(t) for t in TEMPERATURES],
     log:
         "logs/plot_figure1/plot_figure1.log",
+    conda:
+        "../envs/plot.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/plot.yaml"
+    params:
+        rows=figure_rows(),
+        temperatures=[float(t) for t in TEMPERATURES],
     script:
         "../workflow/scripts/plot_figure1.py"

@@ -5,21 +5,21 @@ rule train_model:
     output:
         model=f"{TRAIN_DIR}/model.pt",
         logits=f"{TRAIN_DIR}/train_logits.pt",
-    params:
-        spec=lambda w: model_spec(w.model),
-        symmetry=lambda w: symmetry_spec(w.dataset, w.augment),
-        seed=job_seed("train"),
-        device=config["device"],
     log:
         "logs/train_model/{dataset}/{model}/{augment}/fold{fold}.log",
     benchmark:
         "benchmarks/train_model/{dataset}/{model}/{augment}/fold{fold}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         mem_mb=config["job_resources"]["mem_mb"],
         runtime=config["job_resources"]["runtime"],
         gpu=GPU_PER_JOB,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        spec=lambda w: model_spec(w.model),
+        symmetry=lambda w: symmetry_spec(w.dataset, w.augment),
+        seed=job_seed("train"),
+        device=config["device"],
     script:
         "../workflow/scripts/train_model.py"

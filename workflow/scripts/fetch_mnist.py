@@ -6,12 +6,12 @@ from kdinv.mnist import copy_local_mnist, download_mnist, write_offline_mnist
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])
-params = snakemake.params
+spec = snakemake.params.spec
 dest = Path(snakemake.output[0]).parent
-log.info("fetching MNIST from source %r into %s", params.source, dest)
-if params.source == "download":
-    download_mnist(params.url, dest, retries=params.retries)
-elif params.source == "local":
-    copy_local_mnist(params.local_dir, dest, verify_checksums=params.verify)
+log.info("fetching MNIST into %s: %s", dest, spec)
+if spec["source"] == "download":
+    download_mnist(spec["url"], dest)
+elif spec["source"] == "local":
+    copy_local_mnist(spec["local_dir"], dest, verify_checksums=spec["verify_checksums"])
 else:
-    write_offline_mnist(dest, seed=params.seed, test_fraction=params.test_fraction)
+    write_offline_mnist(dest, seed=spec["seed"], test_fraction=spec["offline_test_fraction"])

@@ -7,6 +7,7 @@ Imports no torch, so building the DAG stays fast.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import yaml
@@ -104,6 +105,16 @@ def validate_config(config: dict, schema: dict) -> dict:
     return config
 
 
+def canonical(value):
+    """``value`` with every dict's keys sorted, recursively.
+
+    Snakemake compares a job's params with the recorded ones by their text, so two configs that
+    differ only in key order (a YAML file rewritten by a tool, a --configfile merge) would rerun
+    every job; rules pass their params through this to make the order irrelevant.
+    """
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
 def format_temperature(t: float | int | str) -> str:
     """The one spelling of a temperature in paths: 4 and 4.0 -> "4", 0.5 -> "0.5"."""
     text = f"{float(t):.6f}".rstrip("0").rstrip(".")
@@ -123,10 +134,12 @@ AUGMENT_KEYS = ("augment_identity_prob",)
 
 def im_symmetries(dataset: dict) -> dict:
     """The dataset's symmetries as the evaluation needs them (without augmentation-only keys)."""
-    return {
-        name: {k: v for k, v in spec.items() if k not in AUGMENT_KEYS}
-        for name, spec in dataset["symmetries"].items()
-    }
+    return canonical(
+        {
+            name: {k: v for k, v in spec.items() if k not in AUGMENT_KEYS}
+            for name, spec in dataset["symmetries"].items()
+        }
+    )
 
 
 def trained_runs(config: dict) -> list[tuple[str, str, str]]:

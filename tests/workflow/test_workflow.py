@@ -1,0 +1,178 @@
+"""The workflow as users run it: lint, the planned DAG, config errors, a tiny end-to-end run of
+the whole MNIST row, and what a config edit reruns."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "profiles", "config.yaml", "config.demo.yaml", "envs"]
+
+
+def run(args, cwd, check=True, timeout=1200):
+    proc = subprocess.run(
+        SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count} (empty when nothing is to be done)."""
+    counts = {}
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Job stats:"):
+            for row in lines[i + 3 :]:
+                m = re.match(r"^(\w+)\s+(\d+)$", row.strip())
+                if not m or m.group(1) == "total":
+                    break
+                counts[m.group(1)] = int(m.group(2))
+            break
+    return counts
+
+
+def copy_workflow(dest: Path) -> Path:
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dest / name)
+    shutil.copy(ROOT / "tests/smoke/config.yaml", dest / "smoke.yaml")
+    return dest
+
+
+def test_lint_is_clean():
+    proc = run(["--lint", "--configfile", "config.demo.yaml"], cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean():
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_paper_scale_dag(tmp_path):
+    """The default config plans the whole MNIST row: 5 folds x 4 trainings, 4 distillations x 4
+    temperatures x 5 folds, an evaluation of each, and one download."""
+    workdir = copy_workflow(tmp_path)
+    jobs = planned_jobs(run(["-n"], cwd=workdir).stdout)
+    assert jobs == {
+        "fetch_mnist": 1,
+        "prepare_mnist": 1,
+        "make_folds": 1,
+        "train_model": 20,
+        "distill_student": 80,
+        "evaluate_trained": 20,
+        "evaluate_distilled": 80,
+        "collect_metrics": 1,
+        "plot_figure1": 1,
+        "all": 1,
+    }
+
+
+def test_config_error_stops_before_any_job(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    (workdir / "bad.yaml").write_text(yaml.safe_dump({"temperatures": [1, -4], "folds": 1}))
+    proc = run(["--cores", "1", "--configfile", "bad.yaml"], cwd=workdir, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "temperatures[1]" in out and "folds" in out
+    assert not (workdir / "results").exists() and not (workdir / "resources").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole MNIST row at a tiny scale, once for the tests below."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    run(["--cores", "2", "--configfile", "smoke.yaml"], cwd=workdir)
+    return workdir
+
+
+@pytest.mark.e2e
+def test_smoke_run_metric_table(smoke_run):
+    table = pd.read_parquet(smoke_run / "results/metrics.parquet")
+    trained = table[table["kind"] == "train"]
+    distilled = table[table["kind"] == "distill"]
+    # 4 trainings x 2 folds; 4 distillations x 2 temperatures x 2 folds, s' twice (vs t' and t)
+    assert len(trained) == 8
+    assert len(distilled) == 16 + 4
+    assert set(table["fold"]) == {0, 1}
+    assert set(distilled["temperature"]) == {1.0, 4.0}
+    assert set(map(tuple, trained[["model", "augment"]].drop_duplicates().values)) == {
+        ("mlp", "plain"), ("mlp", "translation"), ("resnet", "plain"), ("resnet-prime", "plain"),
+    }
+    assert set(distilled["teacher"] + "/" + distilled["teacher_augment"]) == {
+        "mlp/plain", "mlp/translation", "resnet/plain", "resnet-prime/plain",
+    }
+    sprime = distilled[distilled["teacher"] == "resnet-prime"]
+    assert sorted(sprime["reference"].unique()) == ["resnet-prime/plain", "resnet/plain"]
+    own = distilled[distilled["reference"] == distilled["teacher"] + "/" + distilled["teacher_augment"]]
+    assert len(own) == 16
+    for col in ["accuracy", "nll", "ece", "im"]:
+        assert table[col].notna().all() and (table[col] >= 0).all()
+    assert distilled[["agreement", "kl"]].notna().all().all()
+    assert trained[["agreement", "kl"]].isna().all().all()
+    assert (table[["accuracy", "ece", "agreement"]].dropna() <= 1).all().all()
+    # the structurally invariant teachers are invariant (DECISIONS.md: IM <= 1e-4), the MLP is not
+    teachers = trained[trained["model"].str.startswith("resnet")]
+    assert (teachers["im"] <= 1e-4).all()
+    assert (trained[trained["model"] == "mlp"]["im"] > 1e-2).all()
+    # learned something on the offline digits even at this scale
+    plain_mlp = trained[(trained["model"] == "mlp") & (trained["augment"] == "plain")]
+    assert plain_mlp["accuracy"].min() > 0.5
+
+
+@pytest.mark.e2e
+def test_smoke_run_figure_and_logs(smoke_run):
+    png = smoke_run / "results/figures/figure1.png"
+    pdf = smoke_run / "results/figures/figure1.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    from PIL import Image
+
+    with Image.open(png) as img:
+        width, height = img.size
+        colours = len(set(img.convert("RGB").resize((200, 40)).tobytes()[i : i + 3] for i in range(0, 24000, 3)))
+    assert width > 2 * height  # one row of six panels
+    assert colours > 20  # drawn, not blank
+    logs = list((smoke_run / "logs/train_model").rglob("*.log"))
+    assert len(logs) == 8
+    assert all("epoch 1/" in log.read_text() for log in logs)
+
+
+@pytest.mark.e2e
+def test_nothing_to_do_after_a_complete_run(smoke_run):
+    assert planned_jobs(run(["-n", "--configfile", "smoke.yaml"], cwd=smoke_run).stdout) == {}
+
+
+@pytest.mark.e2e
+def test_adding_a_temperature_plans_only_its_jobs(smoke_run):
+    cfg = yaml.safe_load((smoke_run / "smoke.yaml").read_text())
+    cfg["temperatures"] = [1, 4, 8]
+    (smoke_run / "more.yaml").write_text(yaml.safe_dump(cfg))
+    proc = run(["-n", "--configfile", "more.yaml"], cwd=smoke_run)
+    assert planned_jobs(proc.stdout) == {
+        "distill_student": 8,  # 4 distillations x 2 folds, at T = 8 only
+        "evaluate_distilled": 8,
+        "collect_metrics": 1,
+        "plot_figure1": 1,
+        "all": 1,
+    }
+    assert "/T8/" in proc.stdout and "/T1/" not in proc.stdout.replace("T1/fold", "")
