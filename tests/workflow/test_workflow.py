@@ -176,3 +176,48 @@ def test_adding_a_temperature_plans_only_its_jobs(smoke_run):
         "all": 1,
     }
     assert "/T8/" in proc.stdout and "/T1/" not in proc.stdout.replace("T1/fold", "")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A static file server on 127.0.0.1 over tmp_path/www (port chosen by the OS)."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_rule_refuses_a_corrupted_mirror(tmp_path, http_server):
+    """The fetch rule against a mirror whose files are not the official ones: the job fails with
+    the file and both md5s in its log, and leaves no raw file behind."""
+    from kdinv.mnist import MNIST_FILES, write_offline_mnist
+
+    www, url = http_server
+    write_offline_mnist(www)  # valid IDX files, but not MNIST's: every md5 differs
+    (tmp_path / "wf").mkdir()
+    workdir = copy_workflow(tmp_path / "wf")
+    (workdir / "mirror.yaml").write_text(
+        yaml.safe_dump({"datasets": {"mnist": {"source": "download", "url": url, "retries": 1}}})
+    )
+    env_clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    proc = subprocess.run(
+        SNAKEMAKE + ["results/mnist/data/train.pt", "--cores", "1", "--configfile", "mirror.yaml"],
+        cwd=workdir, capture_output=True, text=True, timeout=300, env=env_clean,
+    )
+    assert proc.returncode != 0
+    log = (workdir / "logs/fetch_mnist/mnist.log").read_text()
+    first = next(iter(MNIST_FILES))
+    assert first in log and MNIST_FILES[first] in log and "md5" in log
+    raw = workdir / "resources/mnist/raw"
+    assert not raw.exists() or not any(raw.iterdir())
+    assert not (workdir / "results/mnist/data/train.pt").exists()

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import yaml
-from jsonschema import Draft202012Validator
 
 
 class ConfigError(ValueError):
@@ -59,6 +58,8 @@ def validate_config(config: dict, schema: dict) -> dict:
 
     Raises ConfigError listing every problem, each with the dotted key it concerns.
     """
+    from jsonschema import Draft202012Validator  # only the DAG build needs it, not the jobs
+
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
