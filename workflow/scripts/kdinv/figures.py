@@ -73,10 +73,11 @@ def row_series(table: pd.DataFrame, row: dict) -> tuple[dict, dict]:
 def plot_figure1(metrics_path, rows: list[dict], temperatures: list[float], out_png, out_pdf) -> None:
     table = pd.read_parquet(metrics_path)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
-    palette = sns.color_palette("colorblind", 7)
-    fig, axes = plt.subplots(
-        len(rows), len(COLUMNS), figsize=(2.3 * len(COLUMNS), 2.0 * len(rows) + 0.9), squeeze=False
-    )
+    palette = sns.color_palette("colorblind", 10)
+    solid_colours = [palette[i] for i in (3, 4, 9, 7)]
+    markers = ["o", "s", "^", "D"]
+    height = 2.0 * len(rows) + 0.8
+    fig, axes = plt.subplots(len(rows), len(COLUMNS), figsize=(2.3 * len(COLUMNS), height), squeeze=False)
     handles = {}
     for r, row in enumerate(rows):
         dashed, solid = row_series(table, row)
@@ -95,8 +96,8 @@ def plot_figure1(metrics_path, rows: list[dict], temperatures: list[float], out_
                 if stats.empty:
                     continue
                 container = ax.errorbar(
-                    stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3,
-                    lw=1.3, capsize=2, color=palette[3 + i],
+                    stats.index, stats["mean"], yerr=stats["std"].fillna(0.0), marker=markers[i],
+                    ms=3, lw=1.3, capsize=2, color=solid_colours[i],
                 )
                 handles[label] = container
             ax.set_xscale("log", base=2)
@@ -114,7 +115,7 @@ def plot_figure1(metrics_path, rows: list[dict], temperatures: list[float], out_
         frameon=False, bbox_to_anchor=(0.5, 0.0),
     )
     fig.suptitle("Knowledge distillation of symmetry invariances (mean ± s.d. over folds)", y=0.995)
-    fig.tight_layout(rect=(0, 0.9 / (2.0 * len(rows) + 0.9), 1, 0.98))
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.25 / height))
     fig.savefig(out_png, dpi=200)
     fig.savefig(out_pdf)
     plt.close(fig)
