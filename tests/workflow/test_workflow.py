@@ -221,3 +221,14 @@ def test_download_rule_refuses_a_corrupted_mirror(tmp_path, http_server):
     raw = workdir / "resources/mnist/raw"
     assert not raw.exists() or not any(raw.iterdir())
     assert not (workdir / "results/mnist/data/train.pt").exists()
+
+
+@pytest.mark.e2e
+def test_two_runs_give_bit_identical_metrics(smoke_run, tmp_path):
+    """Same config and seeds, a second run from scratch in another folder: the same table, bit for bit."""
+    (tmp_path / "again").mkdir()
+    again = copy_workflow(tmp_path / "again")
+    run(["--cores", "2", "--configfile", "smoke.yaml"], cwd=again)
+    first = pd.read_parquet(smoke_run / "results/metrics.parquet")
+    second = pd.read_parquet(again / "results/metrics.parquet")
+    pd.testing.assert_frame_equal(first, second, check_exact=True)

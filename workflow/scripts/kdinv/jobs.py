@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -30,6 +32,17 @@ from kdinv.models import build_model
 from kdinv.training import TrainConfig, checkpoint, fit, pick_device, predict, seed_everything
 
 log = logging.getLogger(__name__)
+
+
+def _resume_file(out_model) -> Path:
+    """Where a job keeps its resume state: beside its checkpoint, not a declared output, so it
+    survives a failed or killed job (Snakemake deletes only declared outputs)."""
+    return Path(out_model).with_name("resume.pt")
+
+
+def _fingerprint(*parts) -> str:
+    """Identifies a job's configuration, so a resume state is only used by the same run."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _fold_data(train_split, fold_file):
@@ -66,6 +79,7 @@ def train_model(
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], F.cross_entropy, cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
+        resume=_resume_file(out_model), fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards),
     )
     model.load_state_dict(state)
     logits = predict(model, x, cfg.eval_batch_size, dev)
@@ -75,6 +89,7 @@ def train_model(
                    cfg, history, wildcards, seed),
         out_model,
     )
+    _resume_file(out_model).unlink(missing_ok=True)
 
 
 def distill_student(
@@ -109,13 +124,16 @@ def distill_student(
     loss = partial(kd_loss, temperature=temperature, direction=direction)
     name = "/".join(str(v) for v in wildcards.values())
     state, history = fit(
-        model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name
+        model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
+        resume=_resume_file(out_model),
+        fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards),
     )
     save_tensors(
         checkpoint(state, student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes,
                    cfg, history, wildcards, seed),
         out_model,
     )
+    _resume_file(out_model).unlink(missing_ok=True)
 
 
 def load_model(path: str | Path) -> torch.nn.Module:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from kdinv.datasets import load_tensors, save_tensors
 from kdinv.metrics import accuracy
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,34 @@ class NumericalError(RuntimeError):
     """A non-finite loss: the run is broken and must not write a checkpoint."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGUSR1 arrived (a scheduler's time limit or preemption): the resume state was
+    saved and the job exits non-zero so that the scheduler, or the next run, resumes it."""
+
+
+class _StopSignals:
+    """Turns SIGTERM and SIGUSR1 into a flag that the training loop checks after every batch."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def fit(
     model: torch.nn.Module,
     x_train: torch.Tensor,
@@ -79,6 +111,9 @@ def fit(
     device: torch.device,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     name: str = "model",
+    resume: str | Path | None = None,
+    resume_every: int = 1,
+    fingerprint: str = "",
 ) -> tuple[dict, list[dict]]:
     """Train ``model`` and return (best state_dict, per-epoch history).
 
@@ -89,6 +124,15 @@ def fit(
             schedule and the choice of the best weights.
         augment: applied to the whole training set once per epoch (a fresh draw each epoch).
         name: how the log and errors name this run (model, fold).
+        resume: path of the resume state. When it exists and carries the same ``fingerprint``,
+            training continues from it; it is rewritten (atomically) every ``resume_every``
+            epochs and when SIGTERM or SIGUSR1 arrives, after which TrainingInterrupted is raised.
+            A resumed run ends with exactly the weights of an uninterrupted one: the state holds
+            the model, optimizer, scheduler, the RNG states, the early-stopping state and, for a
+            stop inside an epoch, the batch to continue from and the data generator's state at
+            the start of that epoch (the epoch's order and augmentation are drawn again from it).
+        fingerprint: identifies the run (config, seed, data); a resume state of another run is
+            ignored.
     """
     model.to(device)
     x_train, targets = x_train.to(device), targets.to(device)
@@ -101,54 +145,120 @@ def fit(
     n = len(x_train)
     best_acc, best_state, best_epoch, stale = -math.inf, None, 0, 0
     history = []
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        inputs = augment(x_train, generator) if augment is not None else x_train
-        order = torch.randperm(n, generator=generator).to(device)
-        total, seen = torch.zeros((), device=device), 0
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            loss = loss_fn(model(inputs[idx]), targets[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(idx)
-            seen += len(idx)
-        train_loss = (total / seen).item()  # one host sync per epoch
-        if not math.isfinite(train_loss):
-            raise NumericalError(f"{name}: training loss is {train_loss} at epoch {epoch}; stopping")
-        val_logits = predict(model, x_val, cfg.eval_batch_size, device)
-        val_acc = accuracy(val_logits, y_val)
-        val_loss = F.cross_entropy(val_logits, y_val).item()
+    first_epoch, first_batch, partial = 1, 0, (0.0, 0)
+    epoch_generator_state = generator.get_state()
+    saved = _load_resume(resume, fingerprint, name)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
-            scheduler.step(val_acc)
-        improved = val_acc > best_acc
-        if improved:
-            best_acc, best_epoch, stale = val_acc, epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-        seconds = time.perf_counter() - start
-        history.append(
+            scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        epoch_generator_state = saved["generator"]
+        best_acc, best_epoch, stale = saved["best_acc"], saved["best_epoch"], saved["stale"]
+        best_state, history = saved["best_state"], saved["history"]
+        first_epoch, first_batch = saved["epoch"], saved["batch"]
+        partial = (saved["loss_sum"], saved["seen"])
+        log.info("%s: resuming at epoch %d, batch %d (from %s)", name, first_epoch, first_batch, resume)
+
+    def save_resume(epoch, batch, gen_state, loss_sum, seen):
+        if resume is None:
+            return
+        save_tensors(
             {
+                "fingerprint": fingerprint,
                 "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": seconds,
-            }
+                "batch": batch,
+                "generator": gen_state,
+                "loss_sum": loss_sum,
+                "seen": seen,
+                "torch_rng": torch.get_rng_state(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "best_acc": best_acc,
+                "best_epoch": best_epoch,
+                "stale": stale,
+                "best_state": best_state,
+                "history": history,
+            },
+            resume,
         )
-        log.info(
-            "%s epoch %d/%d train_loss %.5f val_loss %.5f val_acc %.4f%s lr %.2g %.1fs",
-            name, epoch, cfg.epochs, train_loss, val_loss, val_acc,
-            " *" if improved else "", optimizer.param_groups[0]["lr"], seconds,
-        )
-        if cfg.patience is not None and stale >= cfg.patience:
-            log.info("%s: early stop after epoch %d (best epoch %d)", name, epoch, best_epoch)
-            break
+
+    with _StopSignals() as stop:
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            generator.set_state(epoch_generator_state)
+            inputs = augment(x_train, generator) if augment is not None else x_train
+            order = torch.randperm(n, generator=generator).to(device)
+            total, seen = torch.full((), partial[0], device=device), partial[1]
+            batches = range(first_batch * cfg.batch_size, n, cfg.batch_size)
+            first_batch, partial = 0, (0.0, 0)
+            for i in batches:
+                idx = order[i : i + cfg.batch_size]
+                loss = loss_fn(model(inputs[idx]), targets[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(idx)
+                seen += len(idx)
+                if stop.received:
+                    save_resume(epoch, i // cfg.batch_size + 1, epoch_generator_state, total.item(), seen)
+                    raise TrainingInterrupted(
+                        f"{name}: {stop.received} at epoch {epoch}; resume state saved to {resume}"
+                    )
+            train_loss = (total / seen).item()  # one host sync per epoch
+            if not math.isfinite(train_loss):
+                raise NumericalError(f"{name}: training loss is {train_loss} at epoch {epoch}; stopping")
+            val_logits = predict(model, x_val, cfg.eval_batch_size, device)
+            val_acc = accuracy(val_logits, y_val)
+            val_loss = F.cross_entropy(val_logits, y_val).item()
+            if scheduler is not None:
+                scheduler.step(val_acc)
+            improved = val_acc > best_acc
+            if improved:
+                best_acc, best_epoch, stale = val_acc, epoch, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+            seconds = time.perf_counter() - start
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "val_accuracy": val_acc,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": seconds,
+                }
+            )
+            log.info(
+                "%s epoch %d/%d train_loss %.5f val_loss %.5f val_acc %.4f%s lr %.2g %.1fs",
+                name, epoch, cfg.epochs, train_loss, val_loss, val_acc,
+                " *" if improved else "", optimizer.param_groups[0]["lr"], seconds,
+            )
+            if cfg.patience is not None and stale >= cfg.patience:
+                log.info("%s: early stop after epoch %d (best epoch %d)", name, epoch, best_epoch)
+                break
+            epoch_generator_state = generator.get_state()
+            if epoch % resume_every == 0 or stop.received:
+                save_resume(epoch + 1, 0, epoch_generator_state, 0.0, 0)
+            if stop.received:
+                raise TrainingInterrupted(
+                    f"{name}: {stop.received} after epoch {epoch}; resume state saved to {resume}"
+                )
     return best_state, history
+
+
+def _load_resume(path: str | Path | None, fingerprint: str, name: str) -> dict | None:
+    if path is None or not Path(path).exists():
+        return None
+    saved = load_tensors(path)
+    if saved.get("fingerprint") != fingerprint:
+        log.warning("%s: ignoring %s, it belongs to another configuration of this job", name, path)
+        return None
+    return saved
 
 
 def checkpoint(

@@ -1,0 +1,142 @@
+"""Resumable training: a job killed mid-run (SIGKILL) or told to stop (SIGTERM, as SLURM does
+before a time limit) resumes from its saved state and ends with exactly the weights, history and
+logits of an uninterrupted run (CPU, deterministic)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdinv.datasets import load_tensors, save_split, write_folds
+from kdinv.training import TrainConfig, fit, seed_everything
+
+ROOT = Path(__file__).resolve().parents[2]
+
+JOB = """
+import logging, sys
+sys.path.insert(0, {scripts!r})
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+import torch
+torch.set_num_threads(1)
+from kdinv.jobs import train_model
+spec = {{"arch": "mlp", "params": {{"hidden": [512, 512]}},
+        "training": {{"epochs": 6, "batch_size": 8, "lr": 1e-3}}}}
+symmetry = {{"transform": "shift_2d", "max_shift": 2, "background": -1.0, "augment_identity_prob": 0.2}}
+train_model({data!r} + "/train.pt", {data!r} + "/fold0.pt", spec, symmetry, 7, "cpu",
+            {out!r} + "/model.pt", {out!r} + "/train_logits.pt", {{"model": "mlp", "fold": "0"}})
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((3000, 1, 12, 12), -1.0)
+    x[:, :, 3:9, 3:9] = torch.rand(3000, 1, 6, 6, generator=g)
+    y = (x[:, 0, 3:9, 3:9].mean((1, 2)) > 0.5).long()
+    save_split(x, y, 2, d / "train.pt")
+    write_folds(d / "train.pt", 2, 0, [d / "fold0.pt", d / "fold1.pt"])
+    return d
+
+
+def start(data: Path, out: Path) -> subprocess.Popen:
+    out.mkdir(parents=True, exist_ok=True)
+    code = JOB.format(scripts=str(ROOT / "workflow/scripts"), data=str(data), out=str(out))
+    return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return err
+
+
+def wait_for_epoch(resume: Path, epoch: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the job ended before it could be interrupted"
+        if resume.exists() and load_tensors(resume)["epoch"] >= epoch:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{resume} never reached epoch {epoch}")
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    finish(start(data, out))
+    assert not (out / "resume.pt").exists()  # removed once the job succeeded
+    return load_tensors(out / "model.pt"), load_tensors(out / "train_logits.pt")["logits"]
+
+
+def assert_same_run(out: Path, reference) -> None:
+    ckpt, logits = load_tensors(out / "model.pt"), load_tensors(out / "train_logits.pt")["logits"]
+    ref_ckpt, ref_logits = reference
+    for key, value in ref_ckpt["state_dict"].items():
+        assert torch.equal(ckpt["state_dict"][key], value), key
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in ckpt["history"]]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in ref_ckpt["history"]]
+    assert torch.equal(logits, ref_logits)
+    assert not (out / "resume.pt").exists()
+
+
+def test_sigkill_then_rerun_resumes_and_matches(data, reference, tmp_path):
+    proc = start(data, tmp_path)
+    wait_for_epoch(tmp_path / "resume.pt", 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "model.pt").exists()
+    saved_epoch = load_tensors(tmp_path / "resume.pt")["epoch"]
+    err = finish(start(data, tmp_path))
+    assert f"resuming at epoch {saved_epoch}" in err
+    assert saved_epoch >= 3
+    assert_same_run(tmp_path, reference)
+
+
+def test_sigterm_saves_exits_nonzero_and_resumes_exactly(data, reference, tmp_path):
+    proc = start(data, tmp_path)
+    wait_for_epoch(tmp_path / "resume.pt", 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "TrainingInterrupted" in err and "SIGTERM" in err
+    saved = load_tensors(tmp_path / "resume.pt")
+    assert not (tmp_path / "model.pt").exists()
+    err = finish(start(data, tmp_path))
+    assert f"resuming at epoch {saved['epoch']}, batch {saved['batch']}" in err
+    assert_same_run(tmp_path, reference)
+
+
+def test_sigusr1_is_handled_like_sigterm(data, tmp_path):
+    proc = start(data, tmp_path)
+    wait_for_epoch(tmp_path / "resume.pt", 2, proc)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "SIGUSR1" in err
+    assert (tmp_path / "resume.pt").exists()
+
+
+def test_resume_state_of_another_configuration_is_ignored(tmp_path):
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2)
+
+    def run(fingerprint, epochs):
+        seed_everything(0)
+        model = torch.nn.Linear(4, 2)
+        return fit(model, x, y, x, y, torch.nn.functional.cross_entropy,
+                   TrainConfig(**{**cfg.__dict__, "epochs": epochs}), torch.Generator().manual_seed(0),
+                   torch.device("cpu"), resume=tmp_path / "resume.pt", fingerprint=fingerprint)
+
+    run("a", 2)
+    assert load_tensors(tmp_path / "resume.pt")["epoch"] == 3
+    _, history = run("b", 3)  # another run: starts from scratch
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    _, history = run("b", 4)  # the same run: continues after its epoch 3
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
