@@ -266,3 +266,15 @@ def test_invariance_depends_on_im_seed_only(files, teacher, first_eval, tmp_path
         assert table0.loc[sym, "im"] > 0
         assert other.loc[sym, "accuracy"] == table0.loc[sym, "accuracy"]
     assert all(math.isfinite(v) for v in table0["im"])
+
+
+def test_non_finite_loss_names_model_fold_and_epoch_and_writes_nothing(files, tmp_path):
+    """A diverging run (here: lr so large that the loss overflows) stops with the run's identity."""
+    from kdinv.training import NumericalError
+
+    spec = {**TEACHER, "training": {"epochs": 3, "batch_size": 16, "lr": 1e30}}
+    with pytest.raises(NumericalError) as err:
+        run_train(files, tmp_path, spec=spec)
+    message = str(err.value)
+    assert "model=teacher" in message and "fold=0" in message and "epoch 1" in message
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "train_logits.pt").exists()

@@ -232,3 +232,23 @@ def test_two_runs_give_bit_identical_metrics(smoke_run, tmp_path):
     first = pd.read_parquet(smoke_run / "results/metrics.parquet")
     second = pd.read_parquet(again / "results/metrics.parquet")
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_every_bad_config_stops_snakemake_before_any_job(tmp_path):
+    """Each invalid config of tests/bad_configs.py, written as config.yaml: Snakemake exits non-zero
+    with a message naming the key, and nothing is fetched or computed."""
+    from bad_configs import BAD, apply_change
+
+    workdir = copy_workflow(tmp_path)
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    base["datasets"]["mnist"]["source"] = "offline"  # were a bad config accepted, jobs would run
+    assert len(BAD) >= 20
+    failures = []
+    for path, value, expected in BAD:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(apply_change(base, path, value)))
+        proc = run(["results/mnist/folds/fold0.pt", "--cores", "1"], cwd=workdir, check=False)
+        out = proc.stdout + proc.stderr
+        ran = (workdir / "results").exists() or (workdir / "resources").exists()
+        if proc.returncode == 0 or expected not in out or ran:
+            failures.append(f"{path}={value!r}: rc {proc.returncode}, ran jobs: {ran}\n{out[-800:]}")
+    assert not failures, "\n\n".join(failures)

@@ -75,7 +75,7 @@ def train_model(
     x, y, num_classes, train_idx, val_idx = _fold_data(train_split, fold_file)
     model = build_model(model_spec["arch"], model_spec["params"], tuple(x.shape[1:]), num_classes)
     cfg = TrainConfig.from_dict(model_spec["training"])
-    name = "/".join(str(v) for v in wildcards.values())
+    name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], F.cross_entropy, cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
@@ -122,7 +122,7 @@ def distill_student(
     model = build_model(student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes)
     cfg = TrainConfig.from_dict(student_spec["distillation"])
     loss = partial(kd_loss, temperature=temperature, direction=direction)
-    name = "/".join(str(v) for v in wildcards.values())
+    name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
         resume=_resume_file(out_model),

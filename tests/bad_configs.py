@@ -1,0 +1,69 @@
+"""Invalid configs, each a change to the paper's config.yaml and a text its error must contain.
+
+Shared by the library test of the validation (tests/unit/test_config.py) and the workflow test
+that Snakemake refuses each before any job (tests/workflow/test_workflow.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+
+def _set(cfg, path, value):
+    *parents, last = path
+    node = cfg
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+# (what is changed, the value, a text the error must contain)
+BAD = [
+    (("tempratures",), [1, 4], "tempratures"),
+    (("temperatures",), [1, -4], "temperatures[1]"),
+    (("temperatures",), [0, 4], "temperatures[0]"),
+    (("temperatures",), [1, 4, 4.0], "temperatures: duplicate values ['4']"),
+    (("temperatures",), [], "temperatures"),
+    (("temperatures",), "4", "temperatures"),
+    (("folds",), 1, "folds"),
+    (("folds",), "five", "folds"),
+    (("kd_direction",), "backward", "kd_direction"),
+    (("device",), "tpu", "device"),
+    (("rows",), [], "rows"),
+    (("rows", 0, "teacher"), "resnett", "rows[0].teacher: 'resnett' is not a configured model"),
+    (("rows", 0, "student"), "cnn", "rows[0].student"),
+    (("rows", 0, "dataset"), "mnist2", "rows[0].dataset"),
+    (("rows", 0, "symmetry"), "rotation", "rows[0].symmetry"),
+    (("rows", 0, "teacher_prime"), _DELETE, "teacher_prime"),
+    (("rows", 0, "colour"), "red", "rows[0]"),
+    (("models", "mlp", "arch"), "transformer", "models.mlp.arch"),
+    (("models", "mlp", "params", "hidden"), [2048, 0], "models.mlp.params.hidden[1]"),
+    (("models", "mlp", "params", "depth"), 4, "models.mlp.params"),
+    (("models", "resnet", "params", "width"), 0, "models.resnet.params.width"),
+    (("models", "mlp", "training", "lr"), 0, "models.mlp.training.lr"),
+    (("models", "mlp", "training", "epochs"), 2.5, "models.mlp.training.epochs"),
+    (("models", "mlp", "training", "batchsize"), 64, "models.mlp.training"),
+    (("models", "mlp", "distillation"), _DELETE, "models.mlp.distillation: required"),
+    (("models", "Bad_Name"), {"arch": "mlp", "params": {"hidden": [1]}, "training": {}}, "models"),
+    (("datasets", "mnist", "source"), "ftp", "datasets.mnist.source"),
+    (("datasets", "mnist", "kind"), "cifar", "datasets.mnist.kind"),
+    (("datasets", "mnist", "pad_to"), 20, "datasets.mnist.pad_to"),
+    (("datasets", "mnist", "url"), "ossci-datasets/mnist", "datasets.mnist.url"),
+    (("datasets", "mnist", "source"), "local", "datasets.mnist.local_dir: required"),
+    (("datasets", "mnist", "symmetries", "translation", "max_shift"), -1, "max_shift"),
+    (("datasets", "mnist", "symmetries", "plain"), {"transform": "shift_2d"}, "symmetries"),
+    (("seed",), -3, "seed"),
+    (("threads",), 0, "threads"),
+]
+
+
+def apply_change(config: dict, path: tuple, value) -> dict:
+    """A copy of ``config`` with ``path`` set to ``value`` (or deleted for _DELETE)."""
+    cfg = copy.deepcopy(config)
+    _set(cfg, path, value)
+    return cfg
