@@ -84,10 +84,13 @@ def all_metric_tables():
 # exactly the jobs whose parameters it changes.
 
 
-def model_spec(name):
+def model_spec(name, block):
+    """The model's architecture and the one hyperparameter block the job uses ("training" or
+    "distillation"), so that editing one block reruns only the jobs that read it."""
     spec = config["models"][name]
-    keys = ("arch", "params", "training", "distillation")
-    return canonical({k: spec[k] for k in keys if k in spec})
+    return canonical(
+        {"arch": spec["arch"], "params": spec["params"], block: spec[block]}
+    )
 
 
 def symmetry_spec(dataset, name):

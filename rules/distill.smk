@@ -17,7 +17,7 @@ rule distill_student:
         runtime=config["job_resources"]["runtime"],
         gpu=GPU_PER_JOB,
     params:
-        spec=lambda w: model_spec(w.student),
+        spec=lambda w: model_spec(w.student, "distillation"),
         temperature=lambda w: float(w.temperature),
         direction=config["kd_direction"],
         seed=job_seed("distill"),

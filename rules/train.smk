@@ -17,7 +17,7 @@ rule train_model:
         runtime=config["job_resources"]["runtime"],
         gpu=GPU_PER_JOB,
     params:
-        spec=lambda w: model_spec(w.model),
+        spec=lambda w: model_spec(w.model, "training"),
         symmetry=lambda w: symmetry_spec(w.dataset, w.augment),
         seed=job_seed("train"),
         device=config["device"],

@@ -252,3 +252,58 @@ def test_every_bad_config_stops_snakemake_before_any_job(tmp_path):
         if proc.returncode == 0 or expected not in out or ran:
             failures.append(f"{path}={value!r}: rc {proc.returncode}, ran jobs: {ran}\n{out[-800:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def _plan_with(smoke_run: Path, change: dict, name: str) -> dict[str, int]:
+    """The dry-run job counts on the completed smoke run after merging ``change`` into its config."""
+    from conftest import deep_merge
+
+    cfg = deep_merge(yaml.safe_load((smoke_run / "smoke.yaml").read_text()), change)
+    (smoke_run / name).write_text(yaml.safe_dump(cfg))
+    return planned_jobs(run(["-n", "--configfile", name], cwd=smoke_run).stdout)
+
+
+FINAL = {"collect_metrics": 1, "plot_figure1": 1, "all": 1}
+
+
+@pytest.mark.e2e
+def test_student_training_change_reruns_only_its_trainings_and_dependants(smoke_run):
+    jobs = _plan_with(smoke_run, {"models": {"mlp": {"training": {"lr": 2.0e-3}}}}, "student.yaml")
+    # s and s_aug on 2 folds, their evaluations, and the self-distillations from them (2 T x 2 folds)
+    assert jobs == {
+        "train_model": 4, "evaluate_trained": 4, "distill_student": 8, "evaluate_distilled": 8, **FINAL,
+    }
+
+
+@pytest.mark.e2e
+def test_student_distillation_change_reruns_only_distillations(smoke_run):
+    jobs = _plan_with(smoke_run, {"models": {"mlp": {"distillation": {"lr": 2.0e-3}}}}, "kd.yaml")
+    assert jobs == {"distill_student": 16, "evaluate_distilled": 16, **FINAL}
+
+
+@pytest.mark.e2e
+def test_teacher_change_reruns_the_teacher_its_distillations_and_their_evaluations(smoke_run):
+    jobs = _plan_with(smoke_run, {"models": {"resnet": {"training": {"lr": 2.0e-3}}}}, "teacher.yaml")
+    # t on 2 folds; t->s at 2 T x 2 folds; the evaluations of those and of s' (compared with t)
+    assert jobs == {
+        "train_model": 2, "evaluate_trained": 2, "distill_student": 4, "evaluate_distilled": 8, **FINAL,
+    }
+
+
+@pytest.mark.e2e
+def test_deleted_checkpoint_is_redone_with_its_dependants_on_request(smoke_run, tmp_path):
+    """Snakemake regenerates a deleted intermediate file only when something downstream needs it,
+    so deleting a checkpoint alone plans nothing; naming it with -R (--forcerun) plans exactly it
+    and everything that depends on it (README: "What reruns when you change the config")."""
+    target = "results/mnist/train/resnet/plain/fold0/model.pt"
+    shutil.move(smoke_run / target, tmp_path / "model.pt")
+    try:
+        alone = planned_jobs(run(["-n", "--configfile", "smoke.yaml"], cwd=smoke_run).stdout)
+        forced = planned_jobs(run(["-n", "--configfile", "smoke.yaml", "-R", target], cwd=smoke_run).stdout)
+    finally:
+        shutil.move(tmp_path / "model.pt", smoke_run / target)
+    assert alone == {}
+    # t on fold 0, its evaluation, t->s on fold 0 at 2 T, their evaluations and those of s' (vs t)
+    assert forced == {
+        "train_model": 1, "evaluate_trained": 1, "distill_student": 2, "evaluate_distilled": 4, **FINAL,
+    }
