@@ -4,7 +4,6 @@ logits of an uninterrupted run (CPU, deterministic)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
