@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import http.client
 import logging
 import os
@@ -42,6 +41,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from kdinv.download import ChecksumError, DataError, DownloadError, md5sum
 
 logger = logging.getLogger(__name__)
 
@@ -75,33 +76,9 @@ _USER_AGENT = "pytorch/vision"
 _RETRY_HTTP_STATUS = {408, 425, 429}
 
 
-class DataError(RuntimeError):
-    """A data file is missing, corrupt, malformed or could not be fetched.
-
-    The message always names the file and says what is wrong with it.
-    """
-
-
-class ChecksumError(DataError):
-    """A file's md5 differs from the official one."""
-
-
-class DownloadError(DataError):
-    """A file could not be downloaded (HTTP error, network error, timeout, short body)."""
-
-
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def md5sum(path: str | Path) -> str:
-    """Return the hex md5 digest of the file at ``path`` (read in 1 MiB chunks)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _uncompressed_name(name: str) -> str:
