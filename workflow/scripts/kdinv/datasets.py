@@ -81,15 +81,23 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.nda
     ]
 
 
-def write_folds(train_split: str | Path, k: int, seed: int, outputs: list[str | Path]) -> None:
+def write_folds(
+    train_split: str | Path, k: int, seed: int, outputs: list[str | Path], scaling: str | None = None
+) -> None:
+    """Write the k fold files; with ``scaling`` (e.g. "robust") each also holds the input
+    statistics of its training part (see :mod:`kdinv.scaling`)."""
     if len(outputs) != k:
         raise ValueError(f"expected {k} fold outputs, got {len(outputs)}")
-    labels = load_tensors(train_split, mmap=True)["y"].numpy()
+    data = load_tensors(train_split, mmap=True)
+    labels = data["y"].numpy()
     for i, ((train, val), out) in enumerate(zip(stratified_folds(labels, k, seed), outputs)):
-        save_tensors(
-            {"train": torch.from_numpy(train), "val": torch.from_numpy(val), "fold": i, "k": k, "seed": seed},
-            out,
-        )
+        fold = {"train": torch.from_numpy(train), "val": torch.from_numpy(val), "fold": i, "k": k, "seed": seed}
+        if scaling is not None:
+            from kdinv.scaling import fit_scaling
+
+            stats = fit_scaling(data["x"][torch.from_numpy(train)], scaling)
+            fold.update({"scaling": scaling, "input_center": stats["center"], "input_scale": stats["scale"]})
+        save_tensors(fold, out)
 
 
 def load_fold(path: str | Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +107,14 @@ def load_fold(path: str | Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     if len(train) + len(val) != n or int(max(train.max(), val.max())) >= n:
         raise ValueError(f"{path}: fold indices do not fit a training split of {n} samples")
     return train, val
+
+
+def load_fold_scaling(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The fold's input statistics ``{"center", "scale"}``, or None for a dataset without scaling."""
+    fold = load_tensors(path)
+    if "input_center" not in fold:
+        return None
+    return {"center": fold["input_center"], "scale": fold["input_scale"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +163,42 @@ def shift_2d(x: torch.Tensor, generator: torch.Generator, max_shift: int = 5, ba
     return out.gather(3, cols[:, None, None, :].expand_as(x))
 
 
-TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {"shift_2d": shift_2d}
+def translate_3d(x: torch.Tensor, generator: torch.Generator, scale: float = 0.1) -> torch.Tensor:
+    """Translation of point clouds by one random vector per cloud, t ~ U[0, scale)³.
+
+    The authors' ModelNet translation (``torch.rand(B, 3) * 0.1``, reference-code-facts §3.5;
+    DECISIONS.md): every point of a cloud moves by the same t, whose components are non-negative.
+
+    Args:
+        x: [N, P, 3] point clouds.
+        generator: CPU generator that draws the vectors (float32, then moved to x's device/dtype).
+        scale: the upper bound of each component.
+    """
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"translate_3d expects point clouds [N, P, 3], got {tuple(x.shape)}")
+    t = torch.rand((x.shape[0], 3), generator=generator) * scale  # [N, 3]
+    return x + t.to(device=x.device, dtype=x.dtype)[:, None, :]
+
+
+def permute_set(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An independent random permutation of the S slots of each set (jets: the 16 constituents).
+
+    Args:
+        x: [N, S, ...] sets.
+        generator: CPU generator that draws the permutations.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"permute_set expects sets [N, S, ...], got {tuple(x.shape)}")
+    n, s = x.shape[:2]
+    perm = torch.rand((n, s), generator=generator).argsort(dim=1).to(x.device)  # [N, S]
+    return x.gather(1, perm.view(n, s, *([1] * (x.ndim - 2))).expand_as(x))
+
+
+TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {
+    "shift_2d": shift_2d,
+    "translate_3d": translate_3d,
+    "permute_set": permute_set,
+}
 
 
 def make_transform(spec: dict) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
