@@ -138,7 +138,7 @@ def test_distill_student_writes_a_checkpoint(files, teacher, tmp_path):
     ckpt = load_tensors(out_model)
     assert ckpt["arch"] == "mlp" and ckpt["params"] == {"hidden": [8]}
     assert ckpt["training"] == {**STUDENT["distillation"], "weight_decay": 0.0, "lr_patience": None,
-                                "lr_factor": 0.1, "eval_batch_size": 1024}
+                                "lr_factor": 0.1, "eval_batch_size": 1024, "grad_clip": None}
     assert ckpt["wildcards"] == {"student": "s", "T": "4.0", "fold": "0"}
     assert ckpt["seed"] == 3
     # the stored weights are the best-validation ones, validated against the true labels

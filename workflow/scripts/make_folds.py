@@ -4,5 +4,11 @@ from kdinv.datasets import write_folds
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])
-write_folds(snakemake.input.train, snakemake.params.k, snakemake.params.seed, list(snakemake.output))
+write_folds(
+    snakemake.input.train,
+    snakemake.params.k,
+    snakemake.params.seed,
+    list(snakemake.output),
+    scaling=snakemake.params.scaling,
+)
 log.info("wrote %d folds (seed %d)", snakemake.params.k, snakemake.params.seed)

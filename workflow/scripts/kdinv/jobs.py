@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from kdinv import metrics
 from kdinv.datasets import (
     load_fold,
+    load_fold_scaling,
     load_split,
     load_tensors,
     make_augmentation,
@@ -29,6 +30,7 @@ from kdinv.datasets import (
 )
 from kdinv.losses import kd_loss
 from kdinv.models import build_model
+from kdinv.scaling import Standardized
 from kdinv.training import TrainConfig, checkpoint, fit, pick_device, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,17 @@ def _fold_data(train_split, fold_file):
     x, y, num_classes = load_split(train_split)
     train_idx, val_idx = load_fold(fold_file, len(y))
     return x, y, num_classes, train_idx, val_idx
+
+
+def _build(spec: dict, input_shape, num_classes: int, scaling: dict | None) -> torch.nn.Module:
+    """The model of a config entry, wrapped in the fold's fixed input scaling when it has one."""
+    model = build_model(spec["arch"], spec["params"], tuple(input_shape), num_classes)
+    return model if scaling is None else Standardized(model, scaling["center"], scaling["scale"])
+
+
+def _with_scaling(ckpt: dict, scaling: dict | None) -> dict:
+    ckpt["input_scaling"] = None if scaling is None else {k: v.clone() for k, v in scaling.items()}
+    return ckpt
 
 
 def train_model(
@@ -73,7 +86,8 @@ def train_model(
     dev = pick_device(device)
     generator = seed_everything(seed)
     x, y, num_classes, train_idx, val_idx = _fold_data(train_split, fold_file)
-    model = build_model(model_spec["arch"], model_spec["params"], tuple(x.shape[1:]), num_classes)
+    scaling = load_fold_scaling(fold_file)
+    model = _build(model_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(model_spec["training"])
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
@@ -85,8 +99,11 @@ def train_model(
     logits = predict(model, x, cfg.eval_batch_size, dev)
     save_tensors({"logits": logits, "seed": seed, "wildcards": dict(wildcards)}, out_logits)
     save_tensors(
-        checkpoint(state, model_spec["arch"], model_spec["params"], tuple(x.shape[1:]), num_classes,
-                   cfg, history, wildcards, seed),
+        _with_scaling(
+            checkpoint(state, model_spec["arch"], model_spec["params"], tuple(x.shape[1:]), num_classes,
+                       cfg, history, wildcards, seed),
+            scaling,
+        ),
         out_model,
     )
     _resume_file(out_model).unlink(missing_ok=True)
@@ -119,7 +136,8 @@ def distill_student(
             f"{teacher_logits}: teacher logits of shape {tuple(cached.shape)} do not fit the training "
             f"split ({len(y)} samples, {num_classes} classes)"
         )
-    model = build_model(student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes)
+    scaling = load_fold_scaling(fold_file)
+    model = _build(student_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(student_spec["distillation"])
     loss = partial(kd_loss, temperature=temperature, direction=direction)
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
@@ -129,8 +147,11 @@ def distill_student(
         fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards),
     )
     save_tensors(
-        checkpoint(state, student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes,
-                   cfg, history, wildcards, seed),
+        _with_scaling(
+            checkpoint(state, student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes,
+                       cfg, history, wildcards, seed),
+            scaling,
+        ),
         out_model,
     )
     _resume_file(out_model).unlink(missing_ok=True)
@@ -139,7 +160,7 @@ def distill_student(
 def load_model(path: str | Path) -> torch.nn.Module:
     """Rebuild a model from its checkpoint, without executing code from the file."""
     ckpt = load_tensors(path)
-    model = build_model(ckpt["arch"], ckpt["params"], tuple(ckpt["input_shape"]), ckpt["num_classes"])
+    model = _build(ckpt, ckpt["input_shape"], ckpt["num_classes"], ckpt.get("input_scaling"))
     model.load_state_dict(ckpt["state_dict"])
     return model
 

@@ -38,6 +38,7 @@ class TrainConfig:
     lr_patience: int | None = None  # ReduceLROnPlateau(mode="max") on val accuracy; None = constant
     lr_factor: float = 0.1
     eval_batch_size: int = 1024
+    grad_clip: float | None = None  # global L2 norm of the gradients is clipped to this; None = off
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -200,6 +201,8 @@ def fit(
                 loss = loss_fn(model(inputs[idx]), targets[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 optimizer.step()
                 total += loss.detach() * len(idx)
                 seen += len(idx)
