@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from kdinv.config import (
     PLAIN,
     canonical,
+    dataset_url,
     derive_seed,
     distillations,
     fidelity_references,
@@ -30,7 +31,14 @@ SYMMETRY_NAMES = sorted(
 
 
 def _names(names):
-    return "|".join(sorted(names, key=len, reverse=True))
+    """A wildcard regex matching exactly these names (none: a regex that matches nothing)."""
+    names = sorted(names, key=len, reverse=True)
+    return "|".join(names) if names else "(?!)"
+
+
+def datasets_of(kind):
+    """Wildcard constraint of the rules that read one kind of dataset."""
+    return _names([n for n, d in config["datasets"].items() if d["kind"] == kind])
 
 
 wildcard_constraints:
@@ -99,19 +107,52 @@ def symmetry_spec(dataset, name):
     return canonical(config["datasets"][dataset]["symmetries"][name])
 
 
+# The keys each source reads, per kind; only these enter the fetch job's params.
+_SOURCE_KEYS = {
+    "download": {"mnist": [], "modelnet40": [], "jets": []},
+    "local": {
+        "mnist": ["local_dir", "verify_checksums"],
+        "modelnet40": ["local_dir"],
+        "jets": ["local_dir"],
+    },
+    "offline": {
+        "mnist": ["offline_test_fraction"],
+        "modelnet40": ["offline_train_per_class", "offline_test_per_class"],
+        "jets": ["offline_files", "offline_jets_per_file"],
+    },
+}
+
+
 def fetch_spec(w):
     """Only the keys the chosen source uses, so that e.g. a new mirror URL does not rerun an
     offline data set and its whole downstream."""
     ds = config["datasets"][w.dataset]
-    keys = {
-        "download": ["url"],
-        "local": ["local_dir", "verify_checksums"],
-        "offline": ["offline_test_fraction"],
-    }[ds["source"]]
-    spec = {"source": ds["source"], **{k: ds[k] for k in keys}}
+    spec = {
+        "source": ds["source"],
+        **{k: ds[k] for k in _SOURCE_KEYS[ds["source"]][ds["kind"]]},
+    }
+    if ds["source"] == "download":
+        spec["url"] = dataset_url(ds)
     if ds["source"] == "offline":
         spec["seed"] = derive_seed(config["seed"], "offline", w.dataset)
     return canonical(spec)
+
+
+def fetch_retries():
+    """Snakemake reruns a failed fetch job this often (each file is also retried inside it)."""
+    return max(ds["retries"] for ds in config["datasets"].values()) - 1
+
+
+def job_runtime(wildcards, attempt):
+    """Minutes asked for a training or distillation job: the configured limit times the attempt,
+    so a job killed at its time limit is retried (profile ``retries``) with more time, and
+    continues from its resume state."""
+    return config["job_resources"]["runtime"] * attempt
+
+
+def input_scaling(w):
+    method = config["datasets"][w.dataset]["input_scaling"]
+    return None if method == "none" else method
 
 
 def dataset_param(key):

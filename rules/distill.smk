@@ -14,7 +14,7 @@ rule distill_student:
     threads: config["threads"]
     resources:
         mem_mb=config["job_resources"]["mem_mb"],
-        runtime=config["job_resources"]["runtime"],
+        runtime=job_runtime,
         gpu=GPU_PER_JOB,
     params:
         spec=lambda w: model_spec(w.student, "distillation"),

@@ -55,27 +55,41 @@ def test_seed_depends_on_every_part_and_is_stable():
     assert 0 <= a < 2**31
 
 
-def test_grid_of_the_mnist_row(paper_config, schema):
+def test_grid_of_the_paper_rows(paper_config, schema):
     validate_config(paper_config, schema)
-    assert trained_runs(paper_config) == [
+    runs = trained_runs(paper_config)
+    assert [r for r in runs if r[0] == "mnist"] == [
         ("mnist", "mlp", "plain"),
         ("mnist", "mlp", "translation"),
         ("mnist", "resnet", "plain"),
         ("mnist", "resnet-prime", "plain"),
     ]
-    assert distillations(paper_config) == [
+    assert [d for d in distillations(paper_config) if d[0] == "mnist"] == [
         ("mnist", "mlp", "plain", "mlp"),
         ("mnist", "mlp", "translation", "mlp"),
         ("mnist", "resnet", "plain", "mlp"),
         ("mnist", "resnet-prime", "plain", "mlp"),
     ]
+    # the two ModelNet40 rows share DGN and DGN': 2 students x 2 + 2 teachers
+    assert sorted(r[1:] for r in runs if r[0] == "modelnet40") == [
+        ("deepsets-equiv", "plain"), ("deepsets-equiv", "translation"),
+        ("deepsets-inv", "plain"), ("deepsets-inv", "translation"),
+        ("dgcnn", "plain"), ("dgcnn-prime", "plain"),
+    ]
+    assert sorted(r[1:] for r in runs if r[0] == "jets") == [
+        ("jet-deepsets", "plain"), ("jet-deepsets-prime", "plain"),
+        ("jet-mlp", "permutation"), ("jet-mlp", "plain"),
+    ]
+    assert len(runs) == len(set(runs)) == 14
+    assert len(distillations(paper_config)) == 16
 
 
 def test_shared_teachers_are_trained_once(paper_config, schema):
     """Two rows with the same teachers on the same dataset (as the ModelNet rows) share trainings."""
     cfg = copy.deepcopy(paper_config)
     cfg["models"]["mlp-wide"] = copy.deepcopy(cfg["models"]["mlp"])
-    cfg["rows"].append({**cfg["rows"][0], "name": "resnet-mlp-wide", "student": "mlp-wide"})
+    mnist_row = next(row for row in cfg["rows"] if row["dataset"] == "mnist")
+    cfg["rows"] = [mnist_row, {**mnist_row, "name": "resnet-mlp-wide", "student": "mlp-wide"}]
     validate_config(cfg, schema)
     runs = trained_runs(cfg)
     assert len(runs) == len(set(runs)) == 6  # resnet and resnet-prime once; two students x 2

@@ -48,6 +48,24 @@ def _fill_defaults(schema: dict, instance, root: dict | None = None) -> None:
             _fill_defaults(schema["items"], item, root)
 
 
+# Dataset keys that only one kind reads; setting one for another kind is an error, not a no-op.
+KIND_KEYS = {
+    "mnist": ("verify_checksums", "offline_test_fraction", "pad_to"),
+    "modelnet40": ("offline_train_per_class", "offline_test_per_class", "num_points"),
+    "jets": ("offline_files", "offline_jets_per_file", "n_constituents", "pt_min"),
+}
+# Where source download fetches from when url is null (the official locations).
+OFFICIAL_URLS = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "modelnet40": "http://modelnet.cs.princeton.edu/ModelNet40.zip",
+    "jets": "https://zenodo.org/records/3602260/files/",
+}
+
+
+def dataset_url(dataset: dict) -> str:
+    return dataset.get("url") or OFFICIAL_URLS[dataset["kind"]]
+
+
 def load_schema(path: str | Path) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
@@ -65,8 +83,15 @@ def validate_config(config: dict, schema: dict) -> dict:
     if errors:
         lines = [f"  {_key(e.absolute_path)}: {e.message}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
-    _fill_defaults(schema, config)
     problems = []
+    for name, ds in config["datasets"].items():
+        for kind, keys in KIND_KEYS.items():
+            for key in keys:
+                if key in ds and ds["kind"] != kind:
+                    problems.append(
+                        f"datasets.{name}.{key}: only read for kind {kind!r}, this dataset is {ds['kind']!r}"
+                    )
+    _fill_defaults(schema, config)
     temps = [float(t) for t in config["temperatures"]]
     dupes = sorted({format_temperature(t) for t in temps if temps.count(t) > 1})
     if dupes:

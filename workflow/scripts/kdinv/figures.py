@@ -39,8 +39,6 @@ def row_series(table: pd.DataFrame, row: dict) -> tuple[dict, dict]:
     """
     d, sym = row["dataset"], row["symmetry"]
     t, tp, s = row["teacher"], row["teacher_prime"], row["student"]
-    lab = row.get("labels", {})
-    name = {m: lab.get(m, m) for m in (t, tp, s)}
     df = table[(table["dataset"] == d) & (table["symmetry"] == sym)]
     trained = df[df["kind"] == "train"]
     distilled = df[df["kind"] == "distill"]
@@ -56,18 +54,27 @@ def row_series(table: pd.DataFrame, row: dict) -> tuple[dict, dict]:
         ]
         return sel[sel["reference"] == f"{reference[0]}/{reference[1]}"]
 
+    # Keys are the roles, the same in every row, so one legend serves the figure; the models of a
+    # row are named on its y label.
     dashed = {
-        name[s]: trained_run(s, "plain"),
-        f"{name[s]} {sym}": trained_run(s, sym),
-        name[t]: trained_run(t, "plain"),
+        "s": trained_run(s, "plain"),
+        "s augmented": trained_run(s, sym),
+        "t": trained_run(t, "plain"),
     }
     solid = {
-        f"{name[s]} self": distilled_run(s, "plain", (s, "plain")),
-        f"{name[s]} self {sym}": distilled_run(s, sym, (s, sym)),
-        f"{name[t]} → {name[s]}": distilled_run(t, "plain", (t, "plain")),
-        f"{name[tp]} ↔ {name[s]}": distilled_run(tp, "plain", (t, "plain")),
+        "s → s (self)": distilled_run(s, "plain", (s, "plain")),
+        "s aug. → s": distilled_run(s, sym, (s, sym)),
+        "t → s": distilled_run(t, "plain", (t, "plain")),
+        "t' → s' (vs t)": distilled_run(tp, "plain", (t, "plain")),
     }
     return dashed, solid
+
+
+def row_title(row: dict) -> str:
+    """The y label of a figure row: its name, and t (t') → s with the models' labels."""
+    lab = row.get("labels", {})
+    t, tp, s = (lab.get(row[k], row[k]) for k in ("teacher", "teacher_prime", "student"))
+    return f"{row['name']}\n{t} ({tp}) → {s}\n{row['symmetry']}"
 
 
 def plot_figure1(metrics_path, rows: list[dict], temperatures: list[float], out_png, out_pdf) -> None:
@@ -109,7 +116,7 @@ def plot_figure1(metrics_path, rows: list[dict], temperatures: list[float], out_
             if r == len(rows) - 1:
                 ax.set_xlabel("Temperature T")
             if c == 0:
-                ax.set_ylabel(row["name"], fontweight="bold")
+                ax.set_ylabel(row_title(row), fontsize=7)
     fig.legend(
         list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(len(handles), 7),
         frameon=False, bbox_to_anchor=(0.5, 0.0),
