@@ -35,8 +35,15 @@ include: "rules/evaluate.smk"
 include: "rules/plot.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 rule all:
     default_target: True
     input:
         rules.plot_figure1.output,
         rules.collect_metrics.output,
+        rules.findings.output,
+        rules.training_curves.output,
+        rules.row_tables.output,
+        rules.run_settings.output,

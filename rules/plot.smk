@@ -18,7 +18,11 @@ rule plot_figure1:
     input:
         rules.collect_metrics.output,
     output:
-        png="results/figures/figure1.png",
+        png=report(
+            "results/figures/figure1.png",
+            caption="../workflow/report/figure1.rst",
+            category="Figure 1",
+        ),
         pdf="results/figures/figure1.pdf",
     log:
         "logs/plot_figure1/plot_figure1.log",
@@ -32,3 +36,94 @@ rule plot_figure1:
         temperatures=[float(t) for t in TEMPERATURES],
     script:
         "../workflow/scripts/plot_figure1.py"
+
+
+# Whether the paper's claims hold on this run, from the collected table (fold-paired statistics).
+rule findings:
+    input:
+        rules.collect_metrics.output,
+    output:
+        table="results/findings.parquet",
+        markdown="results/findings.md",
+        html=report(
+            "results/findings.html",
+            caption="../workflow/report/findings.rst",
+            category="Findings",
+        ),
+    log:
+        "logs/findings/findings.log",
+    conda:
+        "../envs/plot.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        rows=lambda w: canonical(config["rows"]),
+    script:
+        "../workflow/scripts/write_findings.py"
+
+
+# Loss and validation accuracy per epoch of every model, from the checkpoints' histories.
+rule training_curves:
+    input:
+        [f"{run}/model.pt" for run in trained_dirs() + distilled_dirs()],
+    output:
+        table="results/curves.parquet",
+        png=report(
+            "results/figures/curves.png",
+            caption="../workflow/report/curves.rst",
+            category="Training curves",
+        ),
+        pdf="results/figures/curves.pdf",
+    log:
+        "logs/training_curves/training_curves.log",
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow/scripts/plot_curves.py"
+
+
+rule row_tables:
+    input:
+        rules.collect_metrics.output,
+    output:
+        report(
+            directory("results/tables"),
+            patterns=["{name}.csv"],
+            caption="../workflow/report/tables.rst",
+            category="Per-row tables",
+        ),
+    log:
+        "logs/row_tables/row_tables.log",
+    conda:
+        "../envs/plot.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        rows=lambda w: canonical(config["rows"]),
+    script:
+        "../workflow/scripts/write_row_tables.py"
+
+
+rule run_settings:
+    output:
+        report(
+            "results/run_settings.yaml",
+            caption="../workflow/report/settings.rst",
+            category="Run settings",
+        ),
+    log:
+        "logs/run_settings/run_settings.log",
+    conda:
+        "../envs/plot.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        config=lambda w: canonical(config),
+    script:
+        "../workflow/scripts/write_run_settings.py"

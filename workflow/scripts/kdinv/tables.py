@@ -57,3 +57,37 @@ def collect_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     result.to_parquet(tmp, index=False)
     tmp.replace(out)
     return result
+
+
+RUN_KEYS = ["kind", "model", "augment", "teacher", "teacher_augment", "temperature", "reference"]
+
+
+def row_summary(table: pd.DataFrame, row: dict) -> pd.DataFrame:
+    """Every model of one figure row (trained, and distilled per temperature and reference) with
+    the mean and standard deviation (ddof = 1) over folds of each metric, and the fold count."""
+    models = {row["teacher"], row["teacher_prime"], row["student"]}
+    mine = table[
+        (table["dataset"] == row["dataset"])
+        & (table["symmetry"] == row["symmetry"])
+        & table["model"].isin(models)
+        & ((table["kind"] == "train") | table["teacher"].isin(models))
+    ]
+    keys = [k for k in RUN_KEYS if k in mine]
+    grouped = mine.groupby(keys, dropna=False)
+    summary = grouped[METRICS].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    summary["folds"] = grouped["fold"].nunique()
+    return summary.reset_index()
+
+
+def write_row_tables(metrics_path: str | Path, rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """One CSV per row, ``<out_dir>/<row name>.csv``."""
+    table = pd.read_parquet(metrics_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for row in rows:
+        path = out_dir / f"{row['name']}.csv"
+        row_summary(table, row).to_csv(path, index=False, float_format="%.6g")
+        paths.append(path)
+    return paths

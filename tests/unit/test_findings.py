@@ -1,0 +1,262 @@
+"""kdinv.findings: fold-paired statistics and the verdicts on the paper's claims."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from kdinv.findings import (
+    FAILS,
+    HOLDS,
+    UNSURE,
+    findings_table,
+    paired_stats,
+    to_markdown,
+    verdicts,
+    write_findings,
+)
+
+ROW = {
+    "name": "toy-row", "dataset": "toyset", "symmetry": "shift",
+    "teacher": "big", "teacher_prime": "big-prime", "student": "small",
+}
+TEMPS = (1.0, 4.0)
+DEFAULTS = {
+    # role: (im, agreement, accuracy); agreement only for distilled runs.
+    "t": (1e-8, None, 0.95),
+    "tp": (1e-8, None, 0.90),
+    "s": (0.50, None, 0.85),
+    "s_aug": (0.10, None, 0.84),
+    "self": (0.50, 0.90, 0.85),
+    "aug_self": (0.20, 0.85, 0.84),
+    "kd": (0.48, 0.92, 0.87),
+    "ctrl": (0.49, 0.80, 0.86),  # t'→s' measured against t
+}
+
+
+def value(spec, temperature):
+    return spec.get(temperature) if isinstance(spec, dict) else spec
+
+
+def synthetic(row=ROW, k=3, temps=TEMPS, noise=0.002, seed=0, **roles) -> pd.DataFrame:
+    """A metric table with the real columns for one figure row: k folds, the given temperatures.
+
+    ``roles`` overrides DEFAULTS: role=(im, agreement, accuracy), each a number or {T: number};
+    small Gaussian fold noise (sd ``noise``, IM of t/t' untouched) is added, values clipped.
+    """
+    spec = {**DEFAULTS, **roles}
+    rng = np.random.default_rng(seed)
+    d, sym = row["dataset"], row["symmetry"]
+    t, tp, s = row["teacher"], row["teacher_prime"], row["student"]
+    records = []
+
+    def noisy(x, exact=False):
+        if x is None:
+            return math.nan
+        return float(np.clip(x + (0.0 if exact else rng.normal(0, noise)), 0.0, 1.0))
+
+    def metric_row(kind, model, augment, fold, im, agreement, accuracy, **extra):
+        return {
+            "dataset": d, "fold": fold, "kind": kind, "model": model, "augment": augment,
+            "symmetry": sym, "reference": extra.pop("reference", None),
+            "accuracy": accuracy, "nll": 0.5, "ece": 0.05, "n_test": 100, "im": im,
+            "agreement": agreement, "kl": math.nan if kind == "train" else 0.1,
+            "teacher": extra.get("teacher"), "teacher_augment": extra.get("teacher_augment"),
+            "temperature": extra.get("temperature", math.nan),
+        }
+
+    for fold in range(k):
+        for role, model, augment in (("t", t, "plain"), ("tp", tp, "plain"), ("s", s, "plain"),
+                                     ("s_aug", s, sym)):
+            im, _, acc = spec[role]
+            records.append(metric_row("train", model, augment, fold, noisy(im, role in ("t", "tp")),
+                                      math.nan, noisy(acc)))
+        for temp in temps:
+            for role, teacher, taug, ref in (
+                ("self", s, "plain", f"{s}/plain"),
+                ("aug_self", s, sym, f"{s}/{sym}"),
+                ("kd", t, "plain", f"{t}/plain"),
+                ("ctrl", tp, "plain", f"{t}/plain"),
+                ("ctrl", tp, "plain", f"{tp}/plain"),  # its own fidelity, not used by the claims
+            ):
+                im, agr, acc = (value(x, temp) for x in spec[role])
+                records.append(metric_row(
+                    "distill", s, "plain", fold, noisy(im), noisy(agr), noisy(acc),
+                    reference=ref, teacher=teacher, teacher_augment=taug, temperature=temp,
+                ))
+    return pd.DataFrame.from_records(records)
+
+
+def verdict_of(table, claim: str, row=ROW) -> str:
+    found = findings_table(table, [row])
+    for text, verdict, _ in verdicts(found, [row])[row["name"]]:
+        if text.startswith(f"({claim})"):
+            return verdict
+    raise AssertionError(f"no claim ({claim})")
+
+
+def pick(found, comparison, temperature=None) -> pd.Series:
+    sel = found[found["comparison"] == comparison]
+    if temperature is not None:
+        sel = sel[sel["temperature"] == temperature]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+# ------------------------------------------------------------------------------------ statistics
+def test_intervals_match_scipy():
+    table = synthetic(noise=0.02, seed=3)
+    found = findings_table(table, [ROW])
+    r = pick(found, "im_kd_minus_self", 4.0)
+    sel = table[(table["kind"] == "distill") & (table["temperature"] == 4.0)]
+    kd = sel[(sel["teacher"] == "big") & (sel["reference"] == "big/plain")].set_index("fold")["im"]
+    self_ = sel[(sel["teacher"] == "small") & (sel["teacher_augment"] == "plain")].set_index("fold")["im"]
+    diffs = (kd - self_).to_numpy()
+    lo, hi = stats.t.interval(0.95, len(diffs) - 1, loc=diffs.mean(), scale=stats.sem(diffs))
+    ci = stats.ttest_rel(kd.to_numpy(), self_.to_numpy()).confidence_interval(0.95)
+    assert r["n_folds"] == 3
+    assert r["mean_diff"] == pytest.approx(diffs.mean(), rel=1e-12)
+    assert r["ci_low"] == pytest.approx(lo, rel=1e-9) and r["ci_high"] == pytest.approx(hi, rel=1e-9)
+    assert r["ci_low"] == pytest.approx(ci.low, rel=1e-9) and r["ci_high"] == pytest.approx(ci.high, rel=1e-9)
+    assert r["sd_diff"] == pytest.approx(np.std(diffs, ddof=1))
+    assert r["mean_b"] == pytest.approx(self_.mean())
+
+    acc = pick(found, "accuracy_kd_minus_alone", 1.0)
+    s = table[(table["kind"] == "train") & (table["model"] == "small") & (table["augment"] == "plain")]
+    kd1 = table[(table["temperature"] == 1.0) & (table["reference"] == "big/plain")
+                & (table["teacher"] == "big")]
+    d = kd1.set_index("fold")["accuracy"] - s.set_index("fold")["accuracy"]
+    res = stats.ttest_rel(kd1.set_index("fold")["accuracy"], s.set_index("fold")["accuracy"])
+    assert acc["mean_diff"] == pytest.approx(d.mean())
+    assert acc["ci_low"] == pytest.approx(res.confidence_interval().low)
+
+
+def test_paired_stats_pairs_on_common_folds_only():
+    a = pd.Series([1.0, 2.0, 4.0, 8.0], index=[0, 1, 2, 3])
+    b = pd.Series([0.5, 1.0, 3.0], index=[1, 2, 5])
+    st = paired_stats(a, b)
+    assert st["n_folds"] == 2
+    assert st["mean_diff"] == pytest.approx(((2.0 - 0.5) + (4.0 - 1.0)) / 2)
+    one = paired_stats(a, pd.Series([1.0], index=[3]))
+    assert one["n_folds"] == 1 and one["mean_diff"] == 7.0 and math.isnan(one["ci_low"])
+    none = paired_stats(a, pd.Series([1.0], index=[9]))
+    assert none["n_folds"] == 0 and math.isnan(none["mean_diff"])
+
+
+def test_missing_folds_are_paired_on_the_folds_both_have():
+    table = synthetic(noise=0.01, seed=1)
+    drop = (table["kind"] == "distill") & (table["teacher"] == "small") & (table["fold"] == 2) \
+        & (table["temperature"] == 1.0) & (table["teacher_augment"] == "plain")
+    table = table[~drop]
+    table = table[~((table["kind"] == "train") & (table["augment"] == "shift") & (table["fold"] == 0))]
+    found = findings_table(table, [ROW])
+    r = pick(found, "im_kd_minus_self", 1.0)
+    assert r["n_folds"] == 2
+    kd = table[(table["temperature"] == 1.0) & (table["reference"] == "big/plain")
+               & (table["teacher"] == "big")].set_index("fold")["im"]
+    self_ = table[(table["temperature"] == 1.0) & (table["teacher"] == "small")
+                  & (table["teacher_augment"] == "plain")].set_index("fold")["im"]
+    assert r["mean_diff"] == pytest.approx((kd.loc[[0, 1]] - self_.loc[[0, 1]]).mean())
+    assert pick(found, "im_kd_minus_self", 4.0)["n_folds"] == 3
+    assert pick(found, "im_kd_best_minus_aug")["n_folds"] == 2
+
+
+def test_a_fold_twice_is_an_error():
+    table = synthetic()
+    with pytest.raises(ValueError, match="more than once"):
+        findings_table(pd.concat([table, table.iloc[[0]]]), [ROW])
+
+
+# -------------------------------------------------------------------------------------- verdicts
+def test_a_teacher_invariance():
+    assert verdict_of(synthetic(), "a") == HOLDS
+    table = synthetic()
+    table.loc[(table["model"] == "big") & (table["kind"] == "train") & (table["fold"] == 1), "im"] = 2e-4
+    assert verdict_of(table, "a") == FAILS
+    found = findings_table(table, [ROW])
+    assert pick(found, "teacher_im")["max_a"] == pytest.approx(2e-4)
+
+
+def test_b_kd_versus_self_distillation():
+    # KD about as invariant as self-distillation: holds.
+    assert verdict_of(synthetic(kd=(0.49, 0.92, 0.87), self=(0.50, 0.9, 0.85)), "b") == HOLDS
+    # KD much more invariant than self-distillation at one T: does not hold.
+    table = synthetic(kd=({1.0: 0.49, 4.0: 0.10}, 0.92, 0.87), self=(0.50, 0.9, 0.85))
+    assert verdict_of(table, "b") == FAILS
+    found = findings_table(table, [ROW])
+    assert pick(found, "im_kd_minus_self", 4.0)["verdict"] == FAILS
+    assert pick(found, "im_kd_minus_self", 1.0)["verdict"] == HOLDS
+    # An improvement straddling the 10 % margin (0.05) with large fold noise: inconclusive.
+    assert verdict_of(synthetic(kd=(0.45, 0.92, 0.87), self=(0.50, 0.9, 0.85), noise=0.05), "b") == UNSURE
+
+
+def test_c_augmentation_versus_best_kd():
+    table = synthetic(kd=({1.0: 0.40, 4.0: 0.30}, 0.92, 0.87), s_aug=(0.05, None, 0.84))
+    assert verdict_of(table, "c") == HOLDS
+    best = pick(findings_table(table, [ROW]), "im_kd_best_minus_aug")
+    assert best["best_temperature"] == 4.0 and best["mean_a"] == pytest.approx(0.30, abs=0.01)
+    assert verdict_of(synthetic(kd=({1.0: 0.40, 4.0: 0.02}, 0.92, 0.87), s_aug=(0.30, None, 0.8)),
+                      "c") == FAILS
+    assert verdict_of(synthetic(kd=(0.31, 0.92, 0.87), s_aug=(0.30, None, 0.8), noise=0.05),
+                      "c") == UNSURE
+
+
+def test_d_fidelity_control():
+    assert verdict_of(synthetic(kd=(0.48, 0.95, 0.87), ctrl=(0.48, 0.70, 0.86)), "d") == HOLDS
+    assert verdict_of(synthetic(kd=(0.48, 0.70, 0.87), ctrl=(0.48, 0.90, 0.86)), "d") == FAILS
+    assert verdict_of(synthetic(kd=(0.48, 0.80, 0.87), ctrl=(0.48, 0.80, 0.86), noise=0.05),
+                      "d") == UNSURE
+
+
+def test_e_accuracy():
+    assert verdict_of(synthetic(kd=(0.48, 0.9, 0.90), s=(0.5, None, 0.85)), "e") == HOLDS
+    assert verdict_of(synthetic(kd=(0.48, 0.9, {1.0: 0.50, 4.0: 0.86}), s=(0.5, None, 0.85)),
+                      "e") == FAILS
+    found = findings_table(synthetic(kd=(0.48, 0.9, 0.90), s=(0.5, None, 0.85)), [ROW])
+    sentence = dict((c[:3], s) for c, _, s in verdicts(found, [ROW])[ROW["name"]])["(e)"]
+    assert "significantly better than s alone at T=1, T=4" in sentence
+
+
+def test_one_fold_is_inconclusive_except_the_teacher():
+    table = synthetic(k=1, kd=(0.1, 0.99, 0.99))
+    found = findings_table(table, [ROW])
+    assert (found["n_folds"] == 1).all() and found["ci_low"].isna().all()
+    result = {c[:3]: v for c, v, _ in verdicts(found, [ROW])[ROW["name"]]}
+    assert result == {"(a)": HOLDS, "(b)": UNSURE, "(c)": UNSURE, "(d)": UNSURE, "(e)": UNSURE}
+
+
+def test_missing_series_give_inconclusive_not_errors():
+    table = synthetic()
+    table = table[~((table["kind"] == "train") & (table["augment"] == "shift"))]
+    table = table[~((table["teacher"] == "big-prime"))]
+    found = findings_table(table, [ROW])
+    result = {c[:3]: v for c, v, _ in verdicts(found, [ROW])[ROW["name"]]}
+    assert result["(c)"] == UNSURE and result["(d)"] == UNSURE
+    assert result["(b)"] == HOLDS
+
+
+# -------------------------------------------------------------------------------------- markdown
+def test_markdown_has_every_row_and_sentence(tmp_path):
+    other = {**ROW, "name": "second-row", "dataset": "other"}
+    table = pd.concat([synthetic(), synthetic(row=other, kd=(0.1, 0.7, 0.5), seed=5)],
+                      ignore_index=True)
+    rows = [ROW, other]
+    found = findings_table(table, rows)
+    v = verdicts(found, rows)
+    assert v[ROW["name"]] != v[other["name"]]
+    md = to_markdown(found, v)
+    for row in rows:
+        assert f"## {row['name']}" in md
+        for claim, verdict, sentence in v[row["name"]]:
+            assert f"**{claim}: {verdict}.** {sentence}" in md
+    assert md.count("| 4 |") + md.count("| 4 (best) |") == 2
+    metrics = tmp_path / "metrics.parquet"
+    table.to_parquet(metrics, index=False)
+    written = write_findings(metrics, rows, tmp_path / "out" / "f.parquet", tmp_path / "out" / "f.md")
+    back = pd.read_parquet(tmp_path / "out" / "f.parquet")
+    assert len(back) == len(written) and set(back["row"]) == {"toy-row", "second-row"}
+    assert (tmp_path / "out" / "f.md").read_text(encoding="utf-8") == md
