@@ -40,3 +40,10 @@ def demo_config(paper_config) -> dict:
 @pytest.fixture(scope="session")
 def schema() -> dict:
     return yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the SLURM tests last. Once SLURM's client tools are installed, Snakemake's SLURM
+    executor plugin queries squeue and sacct whenever Snakemake starts; with the local cluster
+    stopped (after its tests) each query waits for a timeout, about 10 s per Snakemake call."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
