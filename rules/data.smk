@@ -27,6 +27,7 @@ rule fetch_mnist:
     retries: fetch_retries()
     conda:
         "../envs/torch.yaml"
+    threads: 1
     params:
         spec=fetch_spec,
     script:
@@ -45,6 +46,7 @@ rule prepare_mnist:
         dataset=datasets_of("mnist"),
     conda:
         "../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
@@ -67,6 +69,7 @@ rule fetch_modelnet40:
     retries: fetch_retries()
     conda:
         "../envs/torch.yaml"
+    threads: 1
     params:
         spec=fetch_spec,
     script:
@@ -108,6 +111,7 @@ rule fetch_jets:
     retries: fetch_retries()
     conda:
         "../envs/torch.yaml"
+    threads: 1
     params:
         spec=fetch_spec,
     script:
@@ -126,6 +130,7 @@ rule prepare_jets:
         dataset=datasets_of("jets"),
     conda:
         "../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -145,6 +150,7 @@ rule make_folds:
         "logs/make_folds/{dataset}.log",
     conda:
         "../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,

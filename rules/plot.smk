@@ -7,6 +7,7 @@ rule collect_metrics:
         "logs/collect_metrics/collect_metrics.log",
     conda:
         "../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -28,6 +29,7 @@ rule plot_figure1:
         "logs/plot_figure1/plot_figure1.log",
     conda:
         "../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -54,6 +56,7 @@ rule findings:
         "logs/findings/findings.log",
     conda:
         "../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -79,6 +82,7 @@ rule training_curves:
         "logs/training_curves/training_curves.log",
     conda:
         "../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -100,6 +104,7 @@ rule row_tables:
         "logs/row_tables/row_tables.log",
     conda:
         "../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -120,6 +125,7 @@ rule run_settings:
         "logs/run_settings/run_settings.log",
     conda:
         "../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,

@@ -139,3 +139,23 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     _, history = run("b", 4)  # the same run: continues after its epoch 3
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_resume_state_is_saved_every_resume_every_epochs(tmp_path, monkeypatch):
+    import kdinv.training as training
+
+    saved_epochs = []
+    original = training.save_tensors
+
+    def recording(obj, path):
+        if Path(path).name == "resume.pt":
+            saved_epochs.append(obj["epoch"])
+        return original(obj, path)
+
+    monkeypatch.setattr(training, "save_tensors", recording)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    seed_everything(0)
+    fit(torch.nn.Linear(4, 2), x, y, x, y, torch.nn.functional.cross_entropy,
+        TrainConfig(epochs=7, batch_size=16, lr=1e-2), torch.Generator().manual_seed(0),
+        torch.device("cpu"), resume=tmp_path / "resume.pt", resume_every=3, fingerprint="f")
+    assert saved_epochs == [4, 7]  # after epochs 3 and 6, each naming the epoch to continue at

@@ -17,4 +17,7 @@ distill_student(
     device=p.device,
     out_model=snakemake.output.model,
     wildcards=dict(snakemake.wildcards.items()),
+    # read from the config, not a tracked param: how often the resume state is saved cannot change
+    # a result, so editing it reruns nothing
+    resume_every=snakemake.config["resume_every"],
 )

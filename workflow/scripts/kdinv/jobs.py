@@ -74,6 +74,7 @@ def train_model(
     out_model: str | Path,
     out_logits: str | Path,
     wildcards: dict,
+    resume_every: int = 1,
 ) -> None:
     """Train ``model_spec`` with cross-entropy on the fold's training part.
 
@@ -93,7 +94,8 @@ def train_model(
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], F.cross_entropy, cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
-        resume=_resume_file(out_model), fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards),
+        resume=_resume_file(out_model), resume_every=resume_every,
+        fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards),
     )
     model.load_state_dict(state)
     logits = predict(model, x, cfg.eval_batch_size, dev)
@@ -120,6 +122,7 @@ def distill_student(
     device: str,
     out_model: str | Path,
     wildcards: dict,
+    resume_every: int = 1,
 ) -> None:
     """Distil the cached teacher logits into a freshly initialised student (alpha = 1: KD term only).
 
@@ -143,7 +146,7 @@ def distill_student(
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
-        resume=_resume_file(out_model),
+        resume=_resume_file(out_model), resume_every=resume_every,
         fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards),
     )
     save_tensors(
