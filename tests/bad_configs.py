@@ -71,6 +71,7 @@ BAD = [
     (("models", "deepsets-inv", "training", "grad_clip"), -5, "models.deepsets-inv.training.grad_clip"),
     (("seed",), -3, "seed"),
     (("threads",), 0, "threads"),
+    (("resume_every",), 0, "resume_every"),
 ]
 
 
