@@ -16,13 +16,17 @@ cannot be fetched in one go on every network, so :func:`fetch_file`:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
 import os
+import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,19 @@ class ChecksumError(DataError):
 
 class DownloadError(DataError):
     """A file could not be downloaded (HTTP error, network error, timeout, short body)."""
+
+
+@contextlib.contextmanager
+def staging_dir(dest: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to ``dest`` (in its parent, so the final moves into
+    ``dest`` are renames on one file system); remove it and its content on exit. The parent is
+    created if needed; ``dest`` itself is not."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def md5sum(path: str | Path) -> str:

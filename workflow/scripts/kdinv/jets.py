@@ -40,21 +40,19 @@ renames only once it is complete, so a failure leaves nothing half-written behin
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import h5py
 import numpy as np
 
-from kdinv.download import ChecksumError, DataError, fetch_file, md5sum
+from kdinv.download import ChecksumError, DataError, fetch_file, md5sum, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +117,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _staging_dir(dest: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder next to ``dest`` (in its parent); remove it on exit."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _commit_splits(staged: Path, dest: Path, splits: Sequence[str]) -> None:
@@ -376,7 +365,7 @@ def write_offline_jets(
         raise ValueError(f"jets_per_file must be >= 1, got {jets_per_file}")
     dest = Path(dest)
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
-    with _staging_dir(dest) as tmp:
+    with staging_dir(dest) as tmp:
         for split_index, (split, n_files) in enumerate(sorted(files.items())):
             folder = tmp / split
             folder.mkdir()
@@ -510,7 +499,7 @@ def extract_archives(archive_dir: str | Path, dest: str | Path) -> Path:
     if missing:
         raise DataError(f"{', '.join(missing)}: missing from {archive_dir}")
     _check_not_inside(archive_dir, dest, list(paths))
-    with _staging_dir(dest) as tmp:
+    with staging_dir(dest) as tmp:
         for split, path in paths.items():
             (tmp / split).mkdir()
             logger.info("extracting %s into %s", path, dest / split)

@@ -25,24 +25,21 @@ mapped to x / 255 * 2 - 1 in [-1, 1] (background exactly -1.0; this equals the a
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import http.client
 import logging
 import os
 import shutil
 import struct
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from kdinv.download import ChecksumError, DataError, DownloadError, md5sum
+from kdinv.download import ChecksumError, DataError, DownloadError, md5sum, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +90,6 @@ def _checksum_message(name: str, actual: str, expected: str) -> str:
     )
 
 
-@contextlib.contextmanager
-def _staging_dir(dest_dir: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder next to ``dest_dir``; remove it (and its content) on exit.
-
-    It lies in ``dest_dir``'s parent, so the final moves into ``dest_dir`` are renames on one
-    file system (atomic). The parent is created if needed; ``dest_dir`` itself is not.
-    """
-    dest_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.tmp-", dir=dest_dir.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _commit(staged: list[Path], dest_dir: Path) -> None:
@@ -338,7 +322,7 @@ def download_mnist(
     base = base_url if base_url.endswith("/") else base_url + "/"
     files = dict(MNIST_FILES)  # read at call time so that tests can monkeypatch the table
 
-    with _staging_dir(dest_dir) as tmp:
+    with staging_dir(dest_dir) as tmp:
         staged: list[Path] = []
         for name, expected_md5 in files.items():
             url = base + name
@@ -427,7 +411,7 @@ def copy_local_mnist(
                 "your own files."
             )
 
-    with _staging_dir(dest_dir) as tmp:
+    with staging_dir(dest_dir) as tmp:
         staged = []
         for name, src in zip(files, sources):
             if src.name.endswith(".gz"):
@@ -520,7 +504,7 @@ def write_offline_mnist(
         "t10k-images-idx3-ubyte.gz": x_test,
         "t10k-labels-idx1-ubyte.gz": y_test,
     }
-    with _staging_dir(dest_dir) as tmp:
+    with staging_dir(dest_dir) as tmp:
         staged = []
         for name, array in arrays.items():
             write_idx(tmp / name, array)

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from kdinv.download import DataError, fetch_file
+from kdinv.download import DataError, fetch_file, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -982,15 +982,6 @@ _CRLF_SHARE = 0.3  # share of offline files written with CRLF line ends
 _COMMENT_SHARE = 0.1  # share of offline files with a '#' comment line
 
 
-@contextlib.contextmanager
-def _staging_dir(dest: Path) -> Iterator[Path]:
-    """A fresh temporary folder next to ``dest`` (same file system), removed on exit."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _replace_dir(staged: Path, dest: Path) -> None:
@@ -1056,7 +1047,7 @@ def write_offline_modelnet(
             f"classes must be distinct names from {sorted(OFFLINE_SHAPES)}, got {classes}"
         )
     dest = Path(dest)
-    with _staging_dir(dest) as tmp:
+    with staging_dir(dest) as tmp:
         tree = tmp / dest.name
         for cls in classes:
             make, glued = OFFLINE_SHAPES[cls]
