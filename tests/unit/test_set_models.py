@@ -399,3 +399,18 @@ def test_models_and_transforms_run_on_cuda():
         on_cpu = fn(x, torch.Generator().set_state(gen_state))
         on_gpu = fn(x.cuda(), torch.Generator().set_state(gen_state))
         assert on_gpu.device.type == "cuda" and torch.equal(on_cpu, on_gpu.cpu())
+
+
+def test_knn_ignores_bf16_autocast():
+    """DGCNN's neighbour search is float32 under bfloat16 autocast: the same indices as without it
+    (bfloat16 distances would reorder near neighbours of these close points)."""
+    from kdinv.models import knn_indices
+
+    g = torch.Generator().manual_seed(0)
+    x = 100.0 + 0.01 * torch.randn(3, 64, 3, generator=g)  # offset and close: bf16 cannot tell them apart
+    reference = knn_indices(x, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = knn_indices(x, 8)
+        rounded = knn_indices(x.bfloat16(), 8)  # what bf16 features would give: differs
+    assert torch.equal(under_autocast, reference)
+    assert not torch.equal(rounded, reference)

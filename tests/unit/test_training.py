@@ -326,3 +326,83 @@ def test_grad_clip_bounds_the_gradient_norm_of_every_step(data, monkeypatch):
     assert max(unclipped) > 0.1
     assert max(norms) <= 0.05 * (1 + 1e-5)
     assert len(norms) == len(unclipped)
+
+
+# --- precision: bfloat16 autocast of the training steps ------------------------------------------
+
+
+def _fit_recording_dtypes(data, precision, loss_fn=F.cross_entropy, targets=None):
+    """fit() with ``precision``; returns (model, state, history, dtypes of the first Linear's output
+    and of the logits the loss received, per training step)."""
+    x_train, y_train, x_val, y_val = data
+    generator = seed_everything(0)
+    model = build_model("mlp", {"hidden": [16]}, (DIM,), 2)
+    seen = {"hidden": set(), "loss_input": set()}
+    first_linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    first_linear.register_forward_hook(
+        lambda mod, inp, out: seen["hidden"].add(out.dtype) if mod.training else None
+    )
+
+    def recording_loss(logits, target):
+        seen["loss_input"].add(logits.dtype)
+        return loss_fn(logits, target)
+
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2)
+    state, history = fit(
+        model, x_train, y_train if targets is None else targets, x_val, y_val, recording_loss, cfg,
+        generator, CPU, precision=precision,
+    )
+    return model, state, history, seen
+
+
+def test_bf16_is_not_used_on_the_cpu_by_default(data):
+    """precision=bf16 acts only on GPUs: on the CPU the run is exactly the float32 run."""
+    _, state32, hist32, seen32 = _fit_recording_dtypes(data, "float32")
+    _, state16, hist16, seen16 = _fit_recording_dtypes(data, "bf16")
+    assert seen16["hidden"] == {torch.float32}
+    for k in state32:
+        torch.testing.assert_close(state16[k], state32[k], rtol=0, atol=0)
+    assert _without_seconds(hist16) == _without_seconds(hist32)
+
+
+def test_bf16_autocast_runs_the_forward_pass_in_bfloat16(data, monkeypatch):
+    """Where bf16 is enabled (the CPU is enabled here in place of a GPU): the layers compute in
+    bfloat16, the loss gets float32 logits, the weights and the validation stay float32, and the
+    model still learns; the result differs from float32 (so the switch really switches)."""
+    import kdinv.training as training
+
+    monkeypatch.setattr(training, "AUTOCAST_DEVICE_TYPES", ("cuda", "cpu"))
+    _, state32, _, _ = _fit_recording_dtypes(data, "float32")
+    model, state16, hist16, seen16 = _fit_recording_dtypes(data, "bf16")
+    assert seen16["hidden"] == {torch.bfloat16}
+    assert seen16["loss_input"] == {torch.float32}
+    assert all(v.dtype == torch.float32 for v in state16.values() if v.is_floating_point())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert max(h["val_accuracy"] for h in hist16) > 0.9
+    assert any(not torch.equal(state16[k], state32[k]) for k in state32)
+    # validation (predict) runs outside autocast: float32 logits, identical to a float32 pass
+    x_val = data[2]
+    model.load_state_dict(state16)
+    logits = predict(model, x_val, 64, CPU)
+    assert logits.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model.eval()(x_val), rtol=0, atol=0)
+
+
+def test_bf16_distillation_gets_float32_logits_into_the_kd_loss(data, monkeypatch):
+    import kdinv.training as training
+    from kdinv.losses import kd_loss
+
+    monkeypatch.setattr(training, "AUTOCAST_DEVICE_TYPES", ("cuda", "cpu"))
+    teacher = torch.randn(len(data[0]), 2, generator=torch.Generator().manual_seed(3))
+    teacher[:, 0] += 4 * (data[1] == 0)
+    _, _, hist, seen = _fit_recording_dtypes(
+        data, "bf16", loss_fn=lambda s, t: kd_loss(s, t, temperature=4.0), targets=teacher
+    )
+    assert seen["hidden"] == {torch.bfloat16} and seen["loss_input"] == {torch.float32}
+    assert all(math.isfinite(h["train_loss"]) for h in hist)
+
+
+def test_unknown_precision_is_refused(data):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _fit_recording_dtypes(data, "fp16")

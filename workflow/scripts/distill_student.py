@@ -15,6 +15,7 @@ distill_student(
     direction=p.direction,
     seed=p.seed,
     device=p.device,
+    precision=p.precision,
     out_model=snakemake.output.model,
     wildcards=dict(snakemake.wildcards.items()),
     # read from the config, not a tracked param: how often the resume state is saved cannot change

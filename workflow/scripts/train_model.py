@@ -13,6 +13,7 @@ train_model(
     symmetry=p.symmetry,
     seed=p.seed,
     device=p.device,
+    precision=p.precision,
     out_model=snakemake.output.model,
     out_logits=snakemake.output.logits,
     wildcards=dict(snakemake.wildcards.items()),

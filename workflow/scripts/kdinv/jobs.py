@@ -75,6 +75,7 @@ def train_model(
     out_logits: str | Path,
     wildcards: dict,
     resume_every: int = 1,
+    precision: str = "float32",
 ) -> None:
     """Train ``model_spec`` with cross-entropy on the fold's training part.
 
@@ -83,6 +84,8 @@ def train_model(
         symmetry: the row's symmetry entry (``transform`` and its parameters) for augmented
             training, where every epoch sees a fresh random transformation of every sample; None
             trains on the plain data.
+        precision: "float32" or "bf16" (bfloat16 autocast of the training steps on a GPU; the
+            cached logits and the checkpoint are float32 either way).
     """
     dev = pick_device(device)
     generator = seed_everything(seed)
@@ -94,8 +97,8 @@ def train_model(
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], F.cross_entropy, cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every,
-        fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards),
+        resume=_resume_file(out_model), resume_every=resume_every, precision=precision,
+        fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards, precision),
     )
     model.load_state_dict(state)
     logits = predict(model, x, cfg.eval_batch_size, dev)
@@ -123,6 +126,7 @@ def distill_student(
     out_model: str | Path,
     wildcards: dict,
     resume_every: int = 1,
+    precision: str = "float32",
 ) -> None:
     """Distil the cached teacher logits into a freshly initialised student (alpha = 1: KD term only).
 
@@ -146,8 +150,8 @@ def distill_student(
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every,
-        fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards),
+        resume=_resume_file(out_model), resume_every=resume_every, precision=precision,
+        fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards, precision),
     )
     save_tensors(
         _with_scaling(

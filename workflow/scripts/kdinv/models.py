@@ -244,13 +244,14 @@ def knn_indices(x: Tensor, k: int, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS)
     grows with a common offset of the features). Each point's own distance is set to −inf, so it
     is always its first neighbour (``torch_cluster.knn(x, x, k)`` includes it at distance 0). When B·N·N exceeds ``chunk_elements`` the distances are computed for a few
     clouds, or a few query rows of one cloud, at a time; the indices do not depend on the chunking.
-    No gradient flows through the indices.
+    No gradient flows through the indices. The distances are float32 even under bfloat16
+    autocast (autocast is switched off here): bfloat16's 8-bit mantissa would reorder neighbours.
     """
     b, n, _ = x.shape
     if not 1 <= k <= n:
         raise ValueError(f"kNN needs 1 <= k <= number of points, got k={k} for {n} points")
-    with torch.no_grad():
-        x = x.detach()
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        x = x.detach().float()
         x = x - x.mean(dim=1, keepdim=True)
         sq = (x * x).sum(dim=2)  # (B, N)
         clouds = max(1, chunk_elements // (n * n))

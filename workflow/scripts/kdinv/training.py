@@ -8,6 +8,7 @@ weights"). One log line per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -45,6 +46,33 @@ class TrainConfig:
         return cls(**d)
 
 
+PRECISIONS = ("float32", "bf16")
+
+AUTOCAST_DEVICE_TYPES = ("cuda",)
+"""Device types on which ``precision="bf16"`` turns on autocast. Not the CPU: bfloat16 matmuls are
+emulated, and slower than float32, on CPUs without AMX/AVX512-BF16 (tests add "cpu" here)."""
+
+
+def autocast(device: torch.device, precision: str):
+    """The context of a training step's forward pass: bfloat16 autocast for ``precision="bf16"``
+    on a device that supports it, else nothing (float32).
+
+    Autocast runs matmuls and convolutions in bfloat16 and keeps reductions, softmax and BatchNorm
+    in float32; the losses (`kdinv.losses`, cross-entropy) take the logits as float32, and DGCNN's
+    kNN distances are computed in float32 with autocast off (`kdinv.models.knn_indices`), so the
+    neighbour choice is that of float32. Validation, the cached teacher logits and all evaluation
+    (`predict`) run without autocast.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "float32" or device.type not in AUTOCAST_DEVICE_TYPES:
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        log.warning("precision bf16: %s has no bfloat16 support; training in float32", device)
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` is the GPU when there is one, else the CPU."""
     if name == "auto":
@@ -62,10 +90,11 @@ def seed_everything(seed: int) -> torch.Generator:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits [N, C] of ``model`` in eval mode on ``x``, in float32 on the CPU."""
+    """Logits [N, C] of ``model`` in eval mode on ``x``, in float32 on the CPU (one copy to the host
+    at the end, not one per batch)."""
     model.eval()
-    out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out)
+    out = [model(x[i : i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).cpu()
 
 
 class NumericalError(RuntimeError):
@@ -115,6 +144,7 @@ def fit(
     resume: str | Path | None = None,
     resume_every: int = 1,
     fingerprint: str = "",
+    precision: str = "float32",
 ) -> tuple[dict, list[dict]]:
     """Train ``model`` and return (best state_dict, per-epoch history).
 
@@ -134,9 +164,17 @@ def fit(
             the start of that epoch (the epoch's order and augmentation are drawn again from it).
         fingerprint: identifies the run (config, seed, data); a resume state of another run is
             ignored.
+        precision: "float32", or "bf16" for bfloat16 autocast of the forward pass on a GPU (see
+            :func:`autocast`; float32 on the CPU).
+
+    The training and validation data are moved to ``device`` once; inside an epoch nothing is
+    copied to the host (the loss is summed on the device and read once per epoch).
     """
     model.to(device)
-    x_train, targets = x_train.to(device), targets.to(device)
+    x_train, targets, x_val = x_train.to(device), targets.to(device), x_val.to(device)
+    forward_context = autocast(device, precision)
+    if not isinstance(forward_context, contextlib.nullcontext):
+        log.info("%s: bfloat16 autocast on %s", name, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
     if cfg.lr_patience is not None:
@@ -198,7 +236,9 @@ def fit(
             first_batch, partial = 0, (0.0, 0)
             for i in batches:
                 idx = order[i : i + cfg.batch_size]
-                loss = loss_fn(model(inputs[idx]), targets[idx])
+                with forward_context:
+                    outputs = model(inputs[idx])
+                loss = loss_fn(outputs.float(), targets[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
