@@ -23,8 +23,40 @@ validate_config(
 
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_temperature(t) for t in config["temperatures"]]
-# Jobs that train or evaluate ask for one GPU unless the config pins them to the CPU.
-GPU_PER_JOB = 0 if config["device"] == "cpu" else 1
+ON_GPU = config["device"] != "cpu"
+GPU_SHARDS = config["job_resources"]["gpu_shards"]
+
+
+def gpu_resources(jobs_per_gpu):
+    """The GPU part of a training, distillation or evaluation job's resources, as three callables
+    of the wildcards, for a job kind of which ``jobs_per_gpu(wildcards)`` may share one GPU:
+
+    - gpu: whole GPUs (what the SLURM plugin turns into --gpus): 1, or 0 for a shared job on a
+      cluster with shards, and 0 on a CPU-only config;
+    - gres: "shard:<gpu_shards / jobs_per_gpu>" for a shared job on a cluster with shards, else "";
+    - gpu_percent: 100 // jobs_per_gpu, the share of a GPU the local scheduler counts against the
+      profile's cap (profiles/default: gpu_percent=100, one GPU).
+    """
+
+    def shared(w):
+        return ON_GPU and GPU_SHARDS is not None and jobs_per_gpu(w) > 1
+
+    return {
+        "gpu": lambda w: 0 if not ON_GPU or shared(w) else 1,
+        "gres": lambda w: f"shard:{GPU_SHARDS // jobs_per_gpu(w)}" if shared(w) else "",
+        "gpu_percent": lambda w: 100 // jobs_per_gpu(w) if ON_GPU else 0,
+    }
+
+
+def model_jobs_per_gpu(wildcard):
+    """jobs_per_gpu of the model a training (wildcard "model") or distillation ("student") trains."""
+    return lambda w: config["models"][w[wildcard]]["jobs_per_gpu"]
+
+
+EVALUATION_GPU = gpu_resources(lambda w: config["evaluation"]["jobs_per_gpu"])
+# bf16 autocast only acts on a GPU: on a CPU-only config the param is float32, so switching
+# `precision` there reruns nothing.
+TRAINING_PRECISION = config["precision"] if ON_GPU else "float32"
 SYMMETRY_NAMES = sorted(
     {s for d in config["datasets"].values() for s in d["symmetries"]}
 )

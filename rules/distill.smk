@@ -13,14 +13,15 @@ rule distill_student:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
+        **gpu_resources(model_jobs_per_gpu("student")),
         mem_mb=config["job_resources"]["mem_mb"],
         runtime=job_runtime,
-        gpu=GPU_PER_JOB,
     params:
         spec=lambda w: model_spec(w.student, "distillation"),
         temperature=lambda w: float(w.temperature),
         direction=config["kd_direction"],
         seed=job_seed("distill"),
         device=config["device"],
+        precision=TRAINING_PRECISION,
     script:
         "../workflow/scripts/distill_student.py"

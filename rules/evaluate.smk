@@ -13,9 +13,9 @@ rule evaluate_trained:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
+        **EVALUATION_GPU,
         mem_mb=config["job_resources"]["mem_mb"],
         runtime=30,
-        gpu=GPU_PER_JOB,
     params:
         symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
         im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
@@ -48,9 +48,9 @@ rule evaluate_distilled:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
+        **EVALUATION_GPU,
         mem_mb=config["job_resources"]["mem_mb"],
         runtime=30,
-        gpu=GPU_PER_JOB,
     params:
         symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
         im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),

@@ -13,13 +13,14 @@ rule train_model:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
+        **gpu_resources(model_jobs_per_gpu("model")),
         mem_mb=config["job_resources"]["mem_mb"],
         runtime=job_runtime,
-        gpu=GPU_PER_JOB,
     params:
         spec=lambda w: model_spec(w.model, "training"),
         symmetry=lambda w: symmetry_spec(w.dataset, w.augment),
         seed=job_seed("train"),
         device=config["device"],
+        precision=TRAINING_PRECISION,
     script:
         "../workflow/scripts/train_model.py"

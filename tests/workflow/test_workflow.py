@@ -105,6 +105,74 @@ def test_paper_scale_dag(tmp_path):
     assert len(readers) == 2 * 4  # ... read by dsinv and dsequiv at 4 temperatures
 
 
+def planned_resources(output: str) -> dict[tuple[str, str], dict[str, str]]:
+    """(rule, the model it trains or evaluates) -> that job's resources, from `snakemake -n`
+    output (the last job of each pair wins; all jobs of a pair ask for the same)."""
+    found = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        wildcards = re.search(r"wildcards: (.*)", block)
+        resources = re.search(r"resources: (.*)", block)
+        if not (head and wildcards and resources):
+            continue
+        w = dict(kv.split("=", 1) for kv in wildcards.group(1).split(", "))
+        model = w.get("student") or w.get("model")
+        found[(head.group(1), model)] = dict(
+            kv.split("=", 1) for kv in resources.group(1).split(", ") if "=" in kv
+        )
+    return found
+
+
+def test_small_jobs_share_a_gpu(tmp_path):
+    """On a GPU config each training, distillation and evaluation asks for 100 / jobs_per_gpu of
+    the local gpu_percent cap, and a whole GPU (--gpus=1) unless the cluster has shards
+    (job_resources.gpu_shards), where a shared job asks for its share of shards instead."""
+    workdir = copy_workflow(tmp_path)
+    base = {"device": "auto", "temperatures": [4], "folds": 2}
+    (workdir / "gpu.yaml").write_text(yaml.safe_dump(base))
+    (workdir / "shards.yaml").write_text(yaml.safe_dump({**base, "job_resources": {"gpu_shards": 8}}))
+    (workdir / "cpu.yaml").write_text(yaml.safe_dump({**base, "device": "cpu"}))
+    plain = planned_resources(run(["-n", "--configfile", "gpu.yaml"], cwd=workdir).stdout)
+    shards = planned_resources(run(["-n", "--configfile", "shards.yaml"], cwd=workdir).stdout)
+    cpu = planned_resources(run(["-n", "--configfile", "cpu.yaml"], cwd=workdir).stdout)
+
+    def gpu(res):
+        return res["gpu"], res.get("gres", ""), res["gpu_percent"]
+
+    # config.yaml: ResNet and DGCNN 1 job per GPU, the MNIST MLP and ModelNet DeepSets 2,
+    # the jet models 4, evaluations 4
+    assert gpu(plain[("train_model", "resnet")]) == ("1", "", "100")
+    assert gpu(plain[("train_model", "dgcnn")]) == ("1", "", "100")
+    assert gpu(plain[("train_model", "mlp")]) == ("1", "", "50")
+    assert gpu(plain[("distill_student", "deepsets-inv")]) == ("1", "", "50")
+    assert gpu(plain[("distill_student", "jet-mlp")]) == ("1", "", "25")
+    assert gpu(plain[("evaluate_trained", "resnet")]) == ("1", "", "25")
+    assert gpu(shards[("train_model", "resnet")]) == ("1", "", "100")
+    assert gpu(shards[("train_model", "mlp")]) == ("0", "shard:4", "50")
+    assert gpu(shards[("distill_student", "jet-mlp")]) == ("0", "shard:2", "25")
+    assert gpu(shards[("evaluate_distilled", "jet-mlp")]) == ("0", "shard:2", "25")
+    assert {gpu(r) for r in cpu.values() if "gpu" in r} == {("0", "", "0")}
+    assert len(cpu) >= 30  # every (rule, model) pair was parsed
+
+
+def test_slurm_plugin_submits_shared_jobs_as_shards():
+    """What snakemake-executor-plugin-slurm makes of those resources: a whole GPU as --gpus=1, a
+    shared job as --gres=shard:N and no --gpus."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    def submit(**resources):
+        return set_gres_string(SimpleNamespace(resources=Resources(resources))).split()
+
+    assert submit(gpu=1, gres="", gpu_percent=100) == ["--gpus=1"]
+    assert submit(gpu=0, gres="shard:4", gpu_percent=50) == ["--gres=shard:4"]
+    assert submit(gpu=0, gres="", gpu_percent=0) == []
+
+
 def test_config_error_stops_before_any_job(tmp_path):
     workdir = copy_workflow(tmp_path)
     (workdir / "bad.yaml").write_text(yaml.safe_dump({"temperatures": [1, -4], "folds": 1}))
@@ -322,6 +390,22 @@ def test_teacher_change_reruns_the_teacher_its_distillations_and_their_evaluatio
     assert jobs == {
         "train_model": 2, "evaluate_trained": 2, "distill_student": 4, "evaluate_distilled": 8, **FINAL,
     }
+
+
+@pytest.mark.e2e
+def test_settings_that_cannot_change_a_cpu_result_rerun_no_job(smoke_run):
+    """The smoke config runs on the CPU, where bf16 autocast never acts; resume_every only decides
+    how often a resume state is saved; jobs_per_gpu and gpu_shards only what jobs ask the
+    scheduler for. Editing them rewrites the run settings only."""
+    change = {
+        "precision": "float32",
+        "resume_every": 5,
+        "evaluation": {"jobs_per_gpu": 2},
+        "models": {"mlp": {"jobs_per_gpu": 4}},
+        "job_resources": {"gpu_shards": 8},
+    }
+    jobs = _plan_with(smoke_run, change, "settings.yaml")
+    assert jobs == {"run_settings": 1, "all": 1}
 
 
 @pytest.mark.e2e

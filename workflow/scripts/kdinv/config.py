@@ -123,6 +123,16 @@ def validate_config(config: dict, schema: dict) -> dict:
             problems.append(
                 f"models.{row['student']}.distillation: required, the model is the student of rows[{i}]"
             )
+    shards = config["job_resources"]["gpu_shards"]
+    if shards is not None:
+        shared = {f"models.{n}.jobs_per_gpu": m["jobs_per_gpu"] for n, m in config["models"].items()}
+        shared["evaluation.jobs_per_gpu"] = config["evaluation"]["jobs_per_gpu"]
+        for key, n in shared.items():
+            if n > shards:
+                problems.append(
+                    f"{key}: {n} jobs cannot share one GPU of job_resources.gpu_shards = {shards} "
+                    f"shards (each needs at least one)"
+                )
     for name, ds in config["datasets"].items():
         if ds["source"] == "local" and not ds.get("local_dir"):
             problems.append(f"datasets.{name}.local_dir: required when source is 'local'")
