@@ -4,7 +4,10 @@
 #      the per-model epoch-time estimates at the paper's training-set sizes (run.py --epochs-table:
 #      MNIST 48,000 = 60,000 x 4/5; ModelNet40 ~7,874 = 9,843 x 4/5; jets ~504,000 = ~630,000
 #      (hls4ml_LHCjet_150p_train, Zenodo 3602260) x 4/5; the constants are TRAIN_SPLIT in run.py);
-#   2. the same steps under bfloat16 autocast (fewer steps; skipped with BF16=0).
+#      and from them the GPU-hours of the whole grid of config.yaml (an estimate: job counts x
+#      epoch times x epochs, at the maximum epochs and at 50 and 100 epochs);
+#   2. the same steps under bfloat16 autocast (precision: bf16, the config's default on a GPU;
+#      fewer steps; skipped with BF16=0).
 # Each pass is capped by `timeout` (190 s + 90 s); progress goes to stderr, the tables to stdout,
 # the CSVs to benchmarks/results-cuda-paper.csv and results-cuda-paper-bf16.csv.
 #

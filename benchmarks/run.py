@@ -279,7 +279,8 @@ def run_case(c: dict) -> list[dict]:
 
     def update(xb, tb, loss_fn):  # the body of kdinv.training.fit's batch loop
         with amp():
-            loss = loss_fn(model(xb), tb)
+            out = model(xb)
+        loss = loss_fn(out.float(), tb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
@@ -470,6 +471,44 @@ def epochs_table(results: list[dict], config: dict, scale: str) -> None:
           + ("" if scale == "paper" else " -- WARNING: --scale small, not the paper's models"))
     print_table(rows, ["row", "model", "case", "path", "n_train", "epoch_s", "val_s", "max_epochs",
                        "max_h"])
+    grid_estimate(rows, config)
+
+
+def grid_estimate(rows: list[dict], config: dict, typical_epochs: tuple[int, ...] = (50, 100)) -> list[dict]:
+    """GPU-hours of the whole grid of ``config`` from the epoch estimates: for each model and case,
+    the number of its jobs in the grid (kdinv.config.trained_runs / distillations x folds, x
+    temperatures for distillations) x epoch_s x epochs, at the maximum epochs (an upper bound) and
+    with every run stopped early after ``typical_epochs`` epochs (or its maximum, if lower).
+    Evaluations and job start-up are not included. Returns and prints one line per (model, case)."""
+    from kdinv.config import distillations, trained_runs
+
+    folds, temps = config["folds"], len(config["temperatures"])
+    row_dataset = {r["name"]: r["dataset"] for r in config["rows"]}
+    seen, lines = set(), []
+    for r in rows:
+        key = (row_dataset[r["row"]], r["model"], r["case"])
+        if r["path"] != "project" or key in seen or not math.isfinite(r["epoch_s"]):
+            continue
+        seen.add(key)
+        ds, model, case = key
+        if case == "train":
+            jobs = folds * sum(1 for d, m, _ in trained_runs(config) if (d, m) == (ds, model))
+        else:
+            jobs = folds * temps * sum(1 for d, _, _, s in distillations(config) if (d, s) == (ds, model))
+        line = {"dataset": ds, "model": model, "case": case, "jobs": jobs, "epoch_s": r["epoch_s"],
+                "max_epochs": r["max_epochs"], "gpu_h_max": jobs * r["epoch_s"] * r["max_epochs"] / 3600}
+        for n in typical_epochs:
+            line[f"gpu_h_{n}ep"] = jobs * r["epoch_s"] * min(n, r["max_epochs"]) / 3600
+        lines.append(line)
+    columns = ["dataset", "model", "case", "jobs", "epoch_s", "max_epochs", "gpu_h_max",
+               *(f"gpu_h_{n}ep" for n in typical_epochs)]
+    print("\nGPU-hours of the grid (an ESTIMATE: synthetic-data step times x job counts x epochs; "
+          "evaluations and job start-up not included)")
+    print_table(lines, columns)
+    totals = {c: sum(x[c] for x in lines) for c in columns if c.startswith("gpu_h")}
+    print("  total: " + ", ".join(f"{c} {v:.1f}" for c, v in totals.items())
+          + f" ({sum(x['jobs'] for x in lines)} training and distillation jobs)")
+    return lines
 
 
 def _interrupt(signum, frame):
