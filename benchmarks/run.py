@@ -502,8 +502,9 @@ def grid_estimate(rows: list[dict], config: dict, typical_epochs: tuple[int, ...
         lines.append(line)
     columns = ["dataset", "model", "case", "jobs", "epoch_s", "max_epochs", "gpu_h_max",
                *(f"gpu_h_{n}ep" for n in typical_epochs)]
-    print("\nGPU-hours of the grid (an ESTIMATE: synthetic-data step times x job counts x epochs; "
-          "evaluations and job start-up not included)")
+    print("\nhours of the whole grid at these step times, GPU-hours when measured on a GPU (an "
+          "ESTIMATE: synthetic-data step times x job counts x epochs; evaluations and job start-up "
+          "not included)")
     print_table(lines, columns)
     totals = {c: sum(x[c] for x in lines) for c in columns if c.startswith("gpu_h")}
     print("  total: " + ", ".join(f"{c} {v:.1f}" for c, v in totals.items())
