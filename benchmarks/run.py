@@ -58,6 +58,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -483,6 +484,9 @@ def grid_estimate(rows: list[dict], config: dict, typical_epochs: tuple[int, ...
     from kdinv.config import distillations, trained_runs
 
     folds, temps = config["folds"], len(config["temperatures"])
+    # runs per (dataset, model, case) in one fold at one temperature
+    runs = Counter((d, m, "train") for d, m, _ in trained_runs(config))
+    runs.update((d, s, "distill") for d, _, _, s in distillations(config))
     row_dataset = {r["name"]: r["dataset"] for r in config["rows"]}
     seen, lines = set(), []
     for r in rows:
@@ -491,10 +495,7 @@ def grid_estimate(rows: list[dict], config: dict, typical_epochs: tuple[int, ...
             continue
         seen.add(key)
         ds, model, case = key
-        if case == "train":
-            jobs = folds * sum(1 for d, m, _ in trained_runs(config) if (d, m) == (ds, model))
-        else:
-            jobs = folds * temps * sum(1 for d, _, _, s in distillations(config) if (d, s) == (ds, model))
+        jobs = folds * runs[key] * (temps if case == "distill" else 1)
         line = {"dataset": ds, "model": model, "case": case, "jobs": jobs, "epoch_s": r["epoch_s"],
                 "max_epochs": r["max_epochs"], "gpu_h_max": jobs * r["epoch_s"] * r["max_epochs"] / 3600}
         for n in typical_epochs:
