@@ -19,7 +19,7 @@ Cases (``case`` / ``path`` columns):
   ``x[order[i:i+b]]``, loss summed on the device. ``naive`` is the same step fed by
   ``DataLoader(TensorDataset(x, y), batch_size, shuffle=True)`` (CPU tensors, default collate,
   ``.to(device)`` per batch).
-* ``distill`` (students, ``distillation`` block): ``project`` = :func:`kdinv.losses.kd_loss`
+* ``distill`` (students, ``distillation`` block): ``project`` = :func:`kdinv.distill.losses.kd_loss`
   (T = --temperature) against cached teacher logits indexed like the inputs (the distill job);
   ``naive`` = teacher forward (eval, no_grad) on every batch + the KD step, DataLoader-fed. Each
   comes with its ``plain`` reference: the same student, block and path with cross-entropy, timed
@@ -70,16 +70,16 @@ import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from kdinv.datasets import make_augmentation  # noqa: E402
-from kdinv.losses import kd_loss  # noqa: E402
+from kdinv.symmetry.transforms import make_augmentation  # noqa: E402
+from kdinv.distill.losses import kd_loss  # noqa: E402
 from kdinv.models import build_model  # noqa: E402
-from kdinv.scaling import Standardized  # noqa: E402
+from kdinv.models.wrappers import Standardized  # noqa: E402
 from kdinv.training import TrainConfig, pick_device, predict  # noqa: E402
 
 # Official training splits; the folds' training part is (folds - 1) / folds of it (config: 5).
 TRAIN_SPLIT = {
     "mnist": 60_000,  # MNIST train-images-idx3-ubyte: 60,000 images -> 48,000 per fold
-    "modelnet40": 9_843,  # ModelNet40 train meshes (kdinv/modelnet.py) -> ~7,874 per fold
+    "modelnet40": 9_843,  # ModelNet40 train meshes (kdinv/data/modelnet.py) -> ~7,874 per fold
     "jets": 630_000,  # hls4ml_LHCjet_150p_train, Zenodo 3602260 (approx.) -> ~504,000 per fold
 }
 COLUMNS = ["row", "model", "role", "case", "path", "batch", "steps", "samples_per_s", "step_ms",

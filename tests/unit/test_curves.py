@@ -1,4 +1,4 @@
-"""kdinv.curves: the per-epoch history of checkpoints as a table, and its figure."""
+"""kdinv.analysis.curves: the per-epoch history of checkpoints as a table, and its figure."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kdinv.curves import COLUMNS, curves_table, parse_model_path, plot_curves
-from kdinv.datasets import save_tensors
+from kdinv.analysis.curves import COLUMNS, curves_table, parse_model_path, plot_curves
+from kdinv.io import save_tensors
 
 
 def history(epochs: int, scale: float, best: int) -> list[dict]:

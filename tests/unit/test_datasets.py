@@ -8,18 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdinv.datasets import (
-    load_fold,
-    load_split,
-    load_tensors,
-    make_augmentation,
-    make_transform,
-    save_split,
-    save_tensors,
-    shift_2d,
-    stratified_folds,
-    write_folds,
-)
+from kdinv.data.splits import load_fold, load_split, save_split, stratified_folds, write_folds
+from kdinv.io import load_tensors, save_tensors
+from kdinv.symmetry.transforms import make_augmentation, make_transform, shift_2d
 
 
 def digits(n=64, size=32, seed=0):

@@ -1,4 +1,4 @@
-"""Resumable, checked downloads (kdinv.download.fetch_file) against a local HTTP server."""
+"""Resumable, checked downloads (kdinv.data.download.fetch_file) against a local HTTP server."""
 
 import hashlib
 import os
@@ -6,7 +6,7 @@ import os
 import pytest
 
 from http_server import FileServer
-from kdinv.download import ChecksumError, DownloadError, fetch_file, md5sum
+from kdinv.data.download import ChecksumError, DownloadError, fetch_file, md5sum
 
 BODY = os.urandom(3 * 1024 * 1024 + 17)  # more than one read chunk
 MD5 = hashlib.md5(BODY).hexdigest()

@@ -183,6 +183,22 @@ def unconditional(tree):
             todo.extend(ast.iter_child_nodes(node))
 
 
+def kdinv_files(name: str) -> list[Path]:
+    """The files a ``kdinv.a.b`` import executes: each package's ``__init__.py`` on the way and the
+    module itself (a name that is not a module, e.g. an imported function, adds nothing)."""
+    files, path = [], SCRIPTS
+    for part in name.split("."):
+        path = path / part
+        if (path / "__init__.py").exists():
+            files.append(path / "__init__.py")
+        elif path.with_suffix(".py").exists():
+            files.append(path.with_suffix(".py"))
+            break
+        else:
+            break
+    return files
+
+
 def third_party_imports(script: Path) -> set[str]:
     """Top-level third-party modules the script imports, following kdinv modules transitively.
 
@@ -209,9 +225,7 @@ def third_party_imports(script: Path) -> set[str]:
             for name in names:
                 top = name.split(".")[0]
                 if top == "kdinv":
-                    parts = name.split(".")
-                    if len(parts) > 1 and (SCRIPTS / "kdinv" / f"{parts[1]}.py").exists():
-                        todo.append(SCRIPTS / "kdinv" / f"{parts[1]}.py")
+                    todo.extend(kdinv_files(name))
                 elif top not in sys.stdlib_module_names and top not in ("snakemake", "__future__"):
                     found.add(top)
     return found

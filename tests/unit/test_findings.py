@@ -1,4 +1,4 @@
-"""kdinv.findings: fold-paired statistics and the verdicts on the paper's claims."""
+"""kdinv.analysis.findings: fold-paired statistics and the verdicts on the paper's claims."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from kdinv.findings import (
+from kdinv.analysis.findings import (
     FAILS,
     HOLDS,
     UNSURE,

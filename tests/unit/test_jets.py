@@ -1,4 +1,4 @@
-"""Tests of kdinv.jets: the h5 checks, the preprocessing, the offline generator, the archives and
+"""Tests of kdinv.data.jets: the h5 checks, the preprocessing, the offline generator, the archives and
 the download source.
 
 Everything runs on small files written here; download tests use a local HTTP server on 127.0.0.1.
@@ -16,9 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from kdinv import jets
-from kdinv.download import ChecksumError, DataError
-from kdinv.jets import (
+from kdinv.data import jets
+from kdinv.data.download import ChecksumError, DataError
+from kdinv.data.jets import (
     CLASSES,
     ETA_REL,
     FEATURE_NAMES,
@@ -30,8 +30,8 @@ from kdinv.jets import (
     list_h5_files,
     preprocess_jets,
     resolve_local_jets,
-    write_offline_jets,
 )
+from kdinv.data.offline.jets import write_offline_jets
 
 # --------------------------------------------------------------------------------------------
 # Helpers: hand-written h5 files
@@ -373,7 +373,7 @@ def test_offline_arguments(tmp_path):
 
 
 def test_cli(tmp_path):
-    from kdinv.jets import _main
+    from kdinv.data.jets import _main
 
     assert _main(["write-offline", str(tmp_path / "d"), "--seed", "1", "--train-files", "2",
                   "--val-files", "1", "--jets-per-file", "30"]) == 0  # fmt: skip

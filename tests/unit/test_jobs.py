@@ -9,15 +9,11 @@ import pytest
 import torch
 
 from kdinv import metrics
-from kdinv.datasets import (
-    load_split,
-    load_tensors,
-    make_transform,
-    save_split,
-    save_tensors,
-    write_folds,
-)
-from kdinv.jobs import distill_student, evaluate_model, load_model, train_model
+from kdinv.data.splits import load_split, save_split, write_folds
+from kdinv.io import load_tensors, save_tensors
+from kdinv.symmetry.transforms import make_transform
+from kdinv.jobs import distill_student, evaluate_model, train_model
+from kdinv.models.checkpoint import load_model
 from kdinv.training import predict
 
 CPU = torch.device("cpu")

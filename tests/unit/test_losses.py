@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import rel_entr, softmax
 
-from kdinv.losses import kd_loss
+from kdinv.distill.losses import kd_loss
 
 
 @pytest.fixture

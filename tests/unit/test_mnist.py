@@ -1,4 +1,4 @@
-"""Tests of kdinv.mnist: IDX reading, the three MNIST sources and the preprocessing.
+"""Tests of kdinv.data.mnist: IDX reading, the three MNIST sources and the preprocessing.
 
 Real-data tests read the folder named by the environment variable ``KDINV_MNIST_DIR`` (the shared
 real-MNIST sample: the test split and the training labels, no training images) and are skipped
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdinv import mnist
-from kdinv.mnist import (
+from kdinv.data import mnist
+from kdinv.data.mnist import (
     MNIST_FILES,
     ChecksumError,
     DataError,
@@ -30,8 +30,8 @@ from kdinv.mnist import (
     preprocess_mnist,
     read_idx,
     write_idx,
-    write_offline_mnist,
 )
+from kdinv.data.offline.mnist import write_offline_mnist
 
 TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

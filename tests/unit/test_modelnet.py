@@ -1,4 +1,4 @@
-"""Tests of kdinv.modelnet: OFF reading, normalisation, surface sampling, the offline generator,
+"""Tests of kdinv.data.modelnet (and its offline generator): OFF reading, normalisation, surface sampling, the offline generator,
 listing and preprocessing from a tree or a zip, and the download / local sources.
 
 Real-mesh tests read the 15 real ModelNet meshes of the folder named by the environment variable
@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from http_server import FileServer
-from kdinv import modelnet
-from kdinv.download import ChecksumError, DataError
-from kdinv.modelnet import (
+from kdinv.data import modelnet
+from kdinv.data.download import ChecksumError, DataError
+from kdinv.data.modelnet import (
     MODELNET40_CLASSES,
-    OFFLINE_CLASSES,
     download_modelnet,
     list_meshes,
     mesh_rng,
@@ -32,8 +31,9 @@ from kdinv.modelnet import (
     resolve_local_modelnet,
     sample_points,
     write_off,
-    write_offline_modelnet,
 )
+from kdinv.data.offline import modelnet as offline_modelnet
+from kdinv.data.offline.modelnet import OFFLINE_CLASSES, write_offline_modelnet
 
 SAMPLE_ENV = "KDINV_MODELNET_SAMPLE_DIR"
 TETRA_V = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -309,7 +309,7 @@ def test_sampled_points_lie_on_a_tetrahedron_and_a_box(tmp_path):
     # every face is hit (areas 0.5, 0.5, 0.5, 0.866)
     assert (pts.min(axis=0) < 1e-6).all()
     # a box read from quads: every point is on the boundary
-    box = modelnet._make_box(np.random.default_rng(3))
+    box = offline_modelnet._make_box(np.random.default_rng(3))
     write_off(tmp_path / "box.off", *box)
     v, f = read_off(tmp_path / "box.off")
     pts = sample_points(v, f, 3000, rng).astype(np.float64)
@@ -442,7 +442,7 @@ def test_offline_replaces_an_existing_tree_and_leaves_nothing_on_failure(tmp_pat
             raise OSError("disk full")
         return write_off(*args, **kwargs)
 
-    monkeypatch.setattr(modelnet, "write_off", failing_write_off)
+    monkeypatch.setattr(offline_modelnet, "write_off", failing_write_off)
     with pytest.raises(OSError, match="disk full"):
         write_offline_modelnet(tmp_path / "new" / "t", seed=0, train_per_class=5, test_per_class=0)
     assert list((tmp_path / "new").iterdir()) == []
@@ -517,7 +517,7 @@ def test_list_meshes_sorts_by_name_and_warns_on_a_class_without_train(tmp_path, 
     (root / "b" / "train" / "._b_0001.off").write_bytes(b"junk")  # macOS resource fork
     (root / "b" / "train" / "notes.txt").write_text("x")
     (root / "stray").mkdir()  # no train/test inside: not a class
-    with caplog.at_level("WARNING", logger="kdinv.modelnet"):
+    with caplog.at_level("WARNING", logger="kdinv.data.modelnet"):
         classes, meshes = list_meshes(root)
     assert classes == ["a", "b", "c"]
     assert meshes["train"] == [

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdinv.datasets import load_tensors, save_split, write_folds
+from kdinv.data.splits import save_split, write_folds
+from kdinv.io import load_tensors
 from kdinv.training import TrainConfig, fit, seed_everything
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,3 +160,4 @@ def test_resume_state_is_saved_every_resume_every_epochs(tmp_path, monkeypatch):
         TrainConfig(epochs=7, batch_size=16, lr=1e-2), torch.Generator().manual_seed(0),
         torch.device("cpu"), resume=tmp_path / "resume.pt", resume_every=3, fingerprint="f")
     assert saved_epochs == [4, 7]  # after epochs 3 and 6, each naming the epoch to continue at
+

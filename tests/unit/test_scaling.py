@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from kdinv.datasets import load_fold_scaling, load_split, load_tensors, save_split, write_folds
-from kdinv.jobs import distill_student, evaluate_model, load_model, train_model
-from kdinv.scaling import Standardized, fit_scaling
+from kdinv.data.splits import load_fold_scaling, load_split, save_split, write_folds
+from kdinv.io import load_tensors
+from kdinv.jobs import distill_student, evaluate_model, train_model
+from kdinv.models.checkpoint import load_model
+from kdinv.data.scaling import fit_scaling
+from kdinv.models.wrappers import Standardized
 from kdinv.training import predict
 
 CPU = torch.device("cpu")

@@ -3,7 +3,7 @@ transformations: invariances, parameter counts (reference-code-facts Appendix A)
 
 import pytest
 import torch
-from kdinv.datasets import TRANSFORMS, make_transform, permute_set, translate_3d
+from kdinv.symmetry.transforms import TRANSFORMS, make_transform, permute_set, translate_3d
 from kdinv.metrics import invariance
 from kdinv.models import DGCNN, DeepSets, EdgeConv, PermEquivariant, build_model, knn_indices
 from torch import nn

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from kdinv.tables import METRICS, MetricTableError, check_table, collect_metrics
+from kdinv.analysis.tables import METRICS, MetricTableError, check_table, collect_metrics
 
 
 def table(kind: str = "train", rows: int = 2, **overrides) -> pd.DataFrame:

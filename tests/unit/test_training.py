@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdinv.datasets import load_tensors, save_tensors
+from kdinv.io import load_tensors, save_tensors
 from kdinv.metrics import accuracy
 from kdinv.models import build_model
-from kdinv.training import NumericalError, TrainConfig, checkpoint, fit, predict, seed_everything
+from kdinv.models.checkpoint import checkpoint
+from kdinv.training import NumericalError, TrainConfig, fit, predict, seed_everything
 
 CPU = torch.device("cpu")
 DIM = 8
@@ -391,7 +392,7 @@ def test_bf16_autocast_runs_the_forward_pass_in_bfloat16(data, monkeypatch):
 
 def test_bf16_distillation_gets_float32_logits_into_the_kd_loss(data, monkeypatch):
     import kdinv.training as training
-    from kdinv.losses import kd_loss
+    from kdinv.distill.losses import kd_loss
 
     monkeypatch.setattr(training, "AUTOCAST_DEVICE_TYPES", ("cuda", "cpu"))
     teacher = torch.randn(len(data[0]), 2, generator=torch.Generator().manual_seed(3))

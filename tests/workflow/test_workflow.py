@@ -291,7 +291,8 @@ def http_server(tmp_path):
 def test_download_rule_refuses_a_corrupted_mirror(tmp_path, http_server):
     """The fetch rule against a mirror whose files are not the official ones: the job fails with
     the file and both md5s in its log, and leaves no raw file behind."""
-    from kdinv.mnist import MNIST_FILES, write_offline_mnist
+    from kdinv.data.mnist import MNIST_FILES
+    from kdinv.data.offline.mnist import write_offline_mnist
 
     www, url = http_server
     write_offline_mnist(www)  # valid IDX files, but not MNIST's: every md5 differs

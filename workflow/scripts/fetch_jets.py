@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from kdinv.jets import download_jets, resolve_local_jets, write_offline_jets
+from kdinv.data.jets import download_jets, resolve_local_jets
+from kdinv.data.offline.jets import write_offline_jets
 from kdinv.runtime import start_job, write_source_manifest
 
 log = start_job(snakemake.log[0])

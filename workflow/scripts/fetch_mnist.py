@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from kdinv.mnist import copy_local_mnist, download_mnist, write_offline_mnist
+from kdinv.data.mnist import copy_local_mnist, download_mnist
+from kdinv.data.offline.mnist import write_offline_mnist
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from kdinv.modelnet import download_modelnet, resolve_local_modelnet, write_offline_modelnet
+from kdinv.data.modelnet import download_modelnet, resolve_local_modelnet
+from kdinv.data.offline.modelnet import write_offline_modelnet
 from kdinv.runtime import start_job, write_source_manifest
 
 log = start_job(snakemake.log[0])

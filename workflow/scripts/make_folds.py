@@ -1,6 +1,6 @@
 """Rule make_folds: stratified k folds of the training split, as index files."""
 
-from kdinv.datasets import write_folds
+from kdinv.data.splits import write_folds
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kdinv.curves import curves_table, plot_curves
+from kdinv.analysis.curves import curves_table, plot_curves
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])

@@ -1,6 +1,6 @@
 """Rule plot_figure1: the paper's Figure 1 from the collected metric table."""
 
-from kdinv.figures import plot_figure1
+from kdinv.analysis.figures import plot_figure1
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])

@@ -1,7 +1,7 @@
 """Rule prepare_jets: h5 files -> (pT, eta_rel, phi_rel) of the leading constituents, per split."""
 
-from kdinv.datasets import save_split
-from kdinv.jets import CLASSES, list_h5_files, preprocess_jets
+from kdinv.data.splits import save_split
+from kdinv.data.jets import CLASSES, list_h5_files, preprocess_jets
 from kdinv.runtime import read_source_manifest, start_job
 
 log = start_job(snakemake.log[0], 1)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from kdinv.datasets import save_split
-from kdinv.mnist import preprocess_mnist
+from kdinv.data.splits import save_split
+from kdinv.data.mnist import preprocess_mnist
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)

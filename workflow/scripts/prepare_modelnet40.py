@@ -1,7 +1,7 @@
 """Rule prepare_modelnet40: meshes -> normalised point clouds, the train and test split files."""
 
-from kdinv.datasets import save_split
-from kdinv.modelnet import prepare_modelnet
+from kdinv.data.splits import save_split
+from kdinv.data.modelnet import prepare_modelnet
 from kdinv.runtime import read_source_manifest, start_job
 
 log = start_job(snakemake.log[0], 1)

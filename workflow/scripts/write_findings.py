@@ -1,6 +1,6 @@
 """Rule findings: fold-paired comparisons per row and temperature, and a verdict per claim."""
 
-from kdinv.findings import write_findings
+from kdinv.analysis.findings import write_findings
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0])

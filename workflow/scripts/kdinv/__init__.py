@@ -1,7 +1,22 @@
-"""kdinv: the library behind the workflow's scripts.
+"""kdinv: the library behind the workflow's scripts. It never imports Snakemake: its functions take
+paths and plain values, and each rule's script makes one call into :mod:`kdinv.jobs`.
 
-Modules: ``config`` (validation beyond the schema), ``mnist`` (MNIST sources and preprocessing),
-``datasets`` (dataset-independent loading, folds and symmetry transformations), ``models``,
-``losses``, ``metrics``, ``training`` and ``evaluation``. Library functions take paths and plain
-values, never the ``snakemake`` object.
+Top level:
+
+- ``config``: validation of the config beyond its JSON schema, and the runs the rows need;
+- ``jobs``: one function per rule (train, distil, evaluate);
+- ``training``: the training loop shared by training and distillation (resume, precision);
+- ``metrics``: the paper's six metrics over a whole split;
+- ``io``: tensor files, written atomically and loaded without executing code;
+- ``runtime``: a job's start-up (log file, threads) and the fetch rules' manifests.
+
+Packages, by concern:
+
+- ``data``: dataset kinds (``mnist``, ``modelnet``, ``jets``), downloads, split files and folds,
+  input scaling, and ``offline`` generators of look-alike data for the demo and CI;
+- ``symmetry``: the symmetry transformations (augmentation and the invariance metric);
+- ``models``: architectures, the registry that builds them from the config, wrappers and the
+  checkpoint format;
+- ``distill``: distillation losses;
+- ``analysis``: the collected metric table, Figure 1, training curves and the findings.
 """

@@ -19,19 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from kdinv import metrics
-from kdinv.datasets import (
-    load_fold,
-    load_fold_scaling,
-    load_split,
-    load_tensors,
-    make_augmentation,
-    make_transform,
-    save_tensors,
-)
-from kdinv.losses import kd_loss
-from kdinv.models import build_model
-from kdinv.scaling import Standardized
-from kdinv.training import TrainConfig, checkpoint, fit, pick_device, predict, seed_everything
+from kdinv.data.splits import load_fold, load_fold_scaling, load_split
+from kdinv.distill.losses import kd_loss
+from kdinv.io import load_tensors, save_tensors
+from kdinv.models.checkpoint import build_from_spec, checkpoint, load_model, with_scaling
+from kdinv.symmetry.transforms import make_augmentation, make_transform
+from kdinv.training import TrainConfig, fit, pick_device, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +46,8 @@ def _fold_data(train_split, fold_file):
     return x, y, num_classes, train_idx, val_idx
 
 
-def _build(spec: dict, input_shape, num_classes: int, scaling: dict | None) -> torch.nn.Module:
-    """The model of a config entry, wrapped in the fold's fixed input scaling when it has one."""
-    model = build_model(spec["arch"], spec["params"], tuple(input_shape), num_classes)
-    return model if scaling is None else Standardized(model, scaling["center"], scaling["scale"])
 
 
-def _with_scaling(ckpt: dict, scaling: dict | None) -> dict:
-    ckpt["input_scaling"] = None if scaling is None else {k: v.clone() for k, v in scaling.items()}
-    return ckpt
 
 
 def train_model(
@@ -91,7 +77,7 @@ def train_model(
     generator = seed_everything(seed)
     x, y, num_classes, train_idx, val_idx = _fold_data(train_split, fold_file)
     scaling = load_fold_scaling(fold_file)
-    model = _build(model_spec, x.shape[1:], num_classes, scaling)
+    model = build_from_spec(model_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(model_spec["training"])
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
@@ -104,7 +90,7 @@ def train_model(
     logits = predict(model, x, cfg.eval_batch_size, dev)
     save_tensors({"logits": logits, "seed": seed, "wildcards": dict(wildcards)}, out_logits)
     save_tensors(
-        _with_scaling(
+        with_scaling(
             checkpoint(state, model_spec["arch"], model_spec["params"], tuple(x.shape[1:]), num_classes,
                        cfg, history, wildcards, seed),
             scaling,
@@ -144,7 +130,7 @@ def distill_student(
             f"split ({len(y)} samples, {num_classes} classes)"
         )
     scaling = load_fold_scaling(fold_file)
-    model = _build(student_spec, x.shape[1:], num_classes, scaling)
+    model = build_from_spec(student_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(student_spec["distillation"])
     loss = partial(kd_loss, temperature=temperature, direction=direction)
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
@@ -154,7 +140,7 @@ def distill_student(
         fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards, precision),
     )
     save_tensors(
-        _with_scaling(
+        with_scaling(
             checkpoint(state, student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes,
                        cfg, history, wildcards, seed),
             scaling,
@@ -164,12 +150,6 @@ def distill_student(
     _resume_file(out_model).unlink(missing_ok=True)
 
 
-def load_model(path: str | Path) -> torch.nn.Module:
-    """Rebuild a model from its checkpoint, without executing code from the file."""
-    ckpt = load_tensors(path)
-    model = _build(ckpt, ckpt["input_shape"], ckpt["num_classes"], ckpt.get("input_scaling"))
-    model.load_state_dict(ckpt["state_dict"])
-    return model
 
 
 def evaluate_model(

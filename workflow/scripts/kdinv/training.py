@@ -14,14 +14,14 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from kdinv.datasets import load_tensors, save_tensors
+from kdinv.io import load_tensors, save_tensors
 from kdinv.metrics import accuracy
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def autocast(device: torch.device, precision: str):
     on a device that supports it, else nothing (float32).
 
     Autocast runs matmuls and convolutions in bfloat16 and keeps reductions, softmax and BatchNorm
-    in float32; the losses (`kdinv.losses`, cross-entropy) take the logits as float32, and DGCNN's
+    in float32; the losses (`kdinv.distill.losses`, cross-entropy) take the logits as float32, and DGCNN's
     kNN distances are computed in float32 with autocast off (`kdinv.models.knn_indices`), so the
     neighbour choice is that of float32. Validation, the cached teacher logits and all evaluation
     (`predict`) run without autocast.
@@ -302,32 +302,3 @@ def _load_resume(path: str | Path | None, fingerprint: str, name: str) -> dict |
         log.warning("%s: ignoring %s, it belongs to another configuration of this job", name, path)
         return None
     return saved
-
-
-def checkpoint(
-    state_dict: dict,
-    arch: str,
-    params: dict,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    cfg: TrainConfig,
-    history: list[dict],
-    wildcards: dict,
-    seed: int,
-) -> dict:
-    """A checkpoint that can rebuild the model and says how it was made."""
-    best = max(history, key=lambda h: h["val_accuracy"])
-    return {
-        "state_dict": state_dict,
-        "arch": arch,
-        "params": params,
-        "input_shape": list(input_shape),
-        "num_classes": num_classes,
-        "training": asdict(cfg),
-        "history": history,
-        "best_epoch": best["epoch"],
-        "best_val_accuracy": best["val_accuracy"],
-        "wildcards": {k: str(v) for k, v in wildcards.items()},
-        "seed": seed,
-        "torch_version": str(torch.__version__),
-    }

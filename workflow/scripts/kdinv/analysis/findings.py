@@ -2,7 +2,7 @@
 
 Every number comes from the collected metric table (``results/metrics.parquet``, one row per model
 run, fold, symmetry and reference) and the config's ``rows``. For each row the series are the ones
-of Figure 1 (see :func:`kdinv.figures.row_series`):
+of Figure 1 (see :func:`kdinv.analysis.figures.row_series`):
 
 ==========  ===============================================================================
 t           the teacher trained on plain data (kind train, model t, augment plain)
@@ -423,7 +423,7 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
         "",
         "Differences are means over folds paired by fold, with the 95 % t-interval over folds "
         "in brackets. ✓ the claim tested by the column holds at that T, ✗ it does not, ? "
-        "inconclusive. The rules are in the docstring of `kdinv/findings.py`.",
+        "inconclusive. The rules are in the docstring of `kdinv/analysis/findings.py`.",
         "",
     ]
     columns = [

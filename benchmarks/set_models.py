@@ -5,8 +5,8 @@ own: build the model, draw random clouds (B, 1000, 3) in [-1, 1]³ and 40-class 
 warm-up step and then ``steps`` timed steps of forward + cross-entropy + backward + Adam, in
 train mode, with ``torch.set_num_threads(threads)``.
 
-    python -m kdinv.bench_sets            # the table (run with workflow/scripts on PYTHONPATH)
-    python -m kdinv.bench_sets --one DGN  # one model, one JSON line
+    python benchmarks/set_models.py            # the table
+    python benchmarks/set_models.py --one DGN  # one model, one JSON line
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 
 MODELS: dict[str, tuple[str, dict, int]] = {
     # name: (arch, params, batch size of the authors' config)
@@ -62,6 +64,7 @@ def bench_one(name: str, points: int = 1000, steps: int = 5, threads: int = 2) -
     """Time ``steps`` training steps of one model after a warm-up step, in this process."""
     import torch
 
+    sys.path.insert(0, str(SCRIPTS))
     from kdinv.models import build_model
 
     torch.set_num_threads(threads)
@@ -108,16 +111,15 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(bench_one(args.one, args.points, args.steps, args.threads)))
         return
 
-    scripts = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [scripts, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
     header = (
         f"{'model':8} {'params':>10} {'batch':>5} {'points':>6} {'s/step':>8} "
         f"{'ms/cloud':>9} {'peak RSS MiB':>13} {'(before steps)':>15}"
     )
     print(header)
     for name in MODELS:
-        cmd = [sys.executable, "-m", "kdinv.bench_sets", "--one", name,
+        cmd = [sys.executable, __file__, "--one", name,
                "--points", str(args.points), "--steps", str(args.steps),
                "--threads", str(args.threads)]  # fmt: skip
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout

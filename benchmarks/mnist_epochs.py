@@ -1,8 +1,8 @@
 """Per-epoch cost of each job kind at the paper's MNIST shapes, on synthetic inputs.
 
-    python -m kdinv.bench [--device auto] [--n-train 48000] [--out timings.csv]
+    python benchmarks/mnist_epochs.py [--device auto] [--n-train 48000] [--out timings.csv]
 
-(from workflow/scripts, or with it on PYTHONPATH). It runs the workflow's own code paths
+It runs the workflow's own code paths
 (:func:`kdinv.training.fit`, :func:`kdinv.training.predict`, the KD loss on cached logits,
 the per-epoch shift augmentation) for one epoch each and prints the seconds per epoch, the
 training samples per second and the peak GPU memory, so the GPU-hours of the whole grid can be
@@ -12,16 +12,20 @@ estimated from the config's epoch counts.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-from kdinv.datasets import make_augmentation
-from kdinv.losses import kd_loss
-from kdinv.models import build_model
-from kdinv.training import TrainConfig, fit, pick_device, predict
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from kdinv.distill.losses import kd_loss  # noqa: E402
+from kdinv.models import build_model  # noqa: E402
+from kdinv.symmetry.transforms import make_augmentation  # noqa: E402
+from kdinv.training import TrainConfig, fit, pick_device, predict  # noqa: E402
 
 SHAPE = (1, 32, 32)
 MODELS = {

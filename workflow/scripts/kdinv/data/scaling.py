@@ -4,7 +4,7 @@ The jets row scales each constituent feature robustly, (x − median) / (P95 −
 statistics of the fold's training part (DECISIONS.md; the authors fitted them on their whole
 training split, padded slots included, as here). The statistics are computed once by the fold job,
 stored in the fold file, and every model trained on that fold wraps them as fixed buffers
-(:class:`Standardized`), so the split files, the teacher caches and the symmetry transforms all
+(:class:`kdinv.models.wrappers.Standardized`), so the split files, the teacher caches and the symmetry transforms all
 work on raw features and an evaluation cannot apply the wrong fold's statistics.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 METHODS = ("robust",)
 
@@ -37,14 +36,3 @@ def fit_scaling(x: torch.Tensor | np.ndarray, method: str) -> dict[str, torch.Te
     }
 
 
-class Standardized(nn.Module):
-    """``model((x − center) / scale)`` with fixed per-feature statistics (last input dim)."""
-
-    def __init__(self, model: nn.Module, center: torch.Tensor, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("center", torch.as_tensor(center, dtype=torch.float32).clone())
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.center) / self.scale)

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from kdinv.datasets import load_tensors  # noqa: E402
+from kdinv.io import load_tensors  # noqa: E402
 
 ID_COLUMNS = ["kind", "dataset", "model", "augment", "teacher", "teacher_augment", "temperature", "fold"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]

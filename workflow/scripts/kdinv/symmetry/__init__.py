@@ -1,0 +1,1 @@
+"""Symmetries: the transformations a row's symmetry names (``transforms``)."""
