@@ -12,8 +12,12 @@
 #   <each run folder above>/metrics.parquet, test_logits.pt                evaluate_trained, evaluate_distilled
 #   results/metrics.parquet                                                collect_metrics
 #   results/figures/figure1.{png,pdf}                                      plot_figure1
+#   results/findings.{parquet,md,html}                                     write_findings
+#   results/curves.parquet, results/figures/curves.{png,pdf}               plot_curves
+#   results/tables/<row>.csv                                               write_row_tables
+#   results/run_settings.yaml                                              write_run_settings
 #   logs/{rule}/<the output's wildcard path>.log
-#   benchmarks/{rule}/<the output's wildcard path>.tsv
+#   logs/benchmarks/{rule}/<the output's wildcard path>.tsv
 #
 # {augment} is "plain" or a symmetry name (training on transformed data, e.g. "translation");
 # {temperature} is written in one spelling (4, not 4.0).
@@ -43,7 +47,7 @@ rule all:
     input:
         rules.plot_figure1.output,
         rules.collect_metrics.output,
-        rules.findings.output,
-        rules.training_curves.output,
-        rules.row_tables.output,
-        rules.run_settings.output,
+        rules.write_findings.output,
+        rules.plot_curves.output,
+        rules.write_row_tables.output,
+        rules.write_run_settings.output,

@@ -8,7 +8,7 @@ rule distill_student:
     log:
         "logs/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
     benchmark:
-        "benchmarks/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+        "logs/benchmarks/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]

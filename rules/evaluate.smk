@@ -8,7 +8,7 @@ rule evaluate_trained:
     log:
         "logs/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.log",
     benchmark:
-        "benchmarks/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.tsv"
+        "logs/benchmarks/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -43,7 +43,7 @@ rule evaluate_distilled:
     log:
         "logs/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
     benchmark:
-        "benchmarks/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+        "logs/benchmarks/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]

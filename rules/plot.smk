@@ -41,7 +41,7 @@ rule plot_figure1:
 
 
 # Whether the paper's claims hold on this run, from the collected table (fold-paired statistics).
-rule findings:
+rule write_findings:
     input:
         rules.collect_metrics.output,
     output:
@@ -53,7 +53,7 @@ rule findings:
             category="Findings",
         ),
     log:
-        "logs/findings/findings.log",
+        "logs/write_findings/write_findings.log",
     conda:
         "../envs/plot.yaml"
     threads: 1
@@ -67,7 +67,7 @@ rule findings:
 
 
 # Loss and validation accuracy per epoch of every model, from the checkpoints' histories.
-rule training_curves:
+rule plot_curves:
     input:
         [f"{run}/model.pt" for run in trained_dirs() + distilled_dirs()],
     output:
@@ -79,7 +79,7 @@ rule training_curves:
         ),
         pdf="results/figures/curves.pdf",
     log:
-        "logs/training_curves/training_curves.log",
+        "logs/plot_curves/plot_curves.log",
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -90,7 +90,7 @@ rule training_curves:
         "../workflow/scripts/plot_curves.py"
 
 
-rule row_tables:
+rule write_row_tables:
     input:
         rules.collect_metrics.output,
     output:
@@ -101,7 +101,7 @@ rule row_tables:
             category="Per-row tables",
         ),
     log:
-        "logs/row_tables/row_tables.log",
+        "logs/write_row_tables/write_row_tables.log",
     conda:
         "../envs/plot.yaml"
     threads: 1
@@ -114,7 +114,7 @@ rule row_tables:
         "../workflow/scripts/write_row_tables.py"
 
 
-rule run_settings:
+rule write_run_settings:
     output:
         report(
             "results/run_settings.yaml",
@@ -122,7 +122,7 @@ rule run_settings:
             category="Run settings",
         ),
     log:
-        "logs/run_settings/run_settings.log",
+        "logs/write_run_settings/write_run_settings.log",
     conda:
         "../envs/plot.yaml"
     threads: 1

@@ -8,7 +8,7 @@ rule train_model:
     log:
         "logs/train_model/{dataset}/{model}/{augment}/fold{fold}.log",
     benchmark:
-        "benchmarks/train_model/{dataset}/{model}/{augment}/fold{fold}.tsv"
+        "logs/benchmarks/train_model/{dataset}/{model}/{augment}/fold{fold}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]

@@ -88,10 +88,10 @@ def test_paper_scale_dag(tmp_path):
         "evaluate_distilled": 320,
         "collect_metrics": 1,
         "plot_figure1": 1,
-        "findings": 1,
-        "training_curves": 1,
-        "row_tables": 1,
-        "run_settings": 1,
+        "write_findings": 1,
+        "plot_curves": 1,
+        "write_row_tables": 1,
+        "write_run_settings": 1,
         "all": 1,
     }
     # DGN and DGN' serve both ModelNet40 rows: each is trained once per fold, not once per row
@@ -365,8 +365,8 @@ def _plan_with(smoke_run: Path, change: dict, name: str) -> dict[str, int]:
 
 
 # What any new result reruns at the end; a config edit also rewrites the run settings.
-AFTER_RESULTS = {"collect_metrics": 1, "plot_figure1": 1, "findings": 1, "training_curves": 1, "row_tables": 1, "all": 1}
-FINAL = {**AFTER_RESULTS, "run_settings": 1}
+AFTER_RESULTS = {"collect_metrics": 1, "plot_figure1": 1, "write_findings": 1, "plot_curves": 1, "write_row_tables": 1, "all": 1}
+FINAL = {**AFTER_RESULTS, "write_run_settings": 1}
 
 
 @pytest.mark.e2e
@@ -406,7 +406,7 @@ def test_settings_that_cannot_change_a_cpu_result_rerun_no_job(smoke_run):
         "job_resources": {"gpu_shards": 8},
     }
     jobs = _plan_with(smoke_run, change, "settings.yaml")
-    assert jobs == {"run_settings": 1, "all": 1}
+    assert jobs == {"write_run_settings": 1, "all": 1}
 
 
 @pytest.mark.e2e
