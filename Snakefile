@@ -1,6 +1,7 @@
 # kdinv: "Knowledge Distillation for Teaching Symmetry Invariances", end to end.
 #
-# Path grammar (every wildcard is a config name or number; see rules/common.smk):
+# Path grammar (every wildcard is a config name or number). The run folders' templates, and what
+# each wildcard fills in the metric table, are declared once in workflow/scripts/kdinv/paths.py:
 #
 #   resources/{dataset}/raw/<official file names>                          fetch_mnist
 #   results/{dataset}/data/{train,test}.pt                                 prepare_mnist

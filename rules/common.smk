@@ -4,25 +4,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from kdinv.config import (
-    PLAIN,
     canonical,
     dataset_url,
     derive_seed,
     distillations,
     fidelity_references,
     im_symmetries,
-    format_temperature,
     load_schema,
     trained_runs,
     validate_config,
 )
+from kdinv.paths import DISTILL, NUMBER, PLAIN, TRAIN, format_number
 
 validate_config(
     config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 )
 
 FOLDS = list(range(config["folds"]))
-TEMPERATURES = [format_temperature(t) for t in config["temperatures"]]
+TEMPERATURES = [format_number(t) for t in config["temperatures"]]
 ON_GPU = config["device"] != "cpu"
 GPU_SHARDS = config["job_resources"]["gpu_shards"]
 
@@ -81,12 +80,17 @@ wildcard_constraints:
     augment=_names([PLAIN, *SYMMETRY_NAMES]),
     teacher_augment=_names([PLAIN, *SYMMETRY_NAMES]),
     fold=r"\d+",
-    temperature=r"\d+(\.\d+)?",
+    temperature=NUMBER,
 
 
-TRAIN_DIR = "results/{dataset}/train/{model}/{augment}/fold{fold}"
+# Run folders (kdinv/paths.py declares the templates and what each wildcard means).
+TRAIN_DIR = TRAIN.template
 TRAINED_TEST_LOGITS = f"{TRAIN_DIR}/test_logits.pt"
-DISTILL_DIR = "results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}"
+DISTILL_DIR = DISTILL.template
+# The run folder of a distillation's teacher, in the distillation's wildcards.
+TEACHER_DIR = TRAIN.template.format(
+    dataset="{dataset}", model="{teacher}", augment="{teacher_augment}", fold="{fold}"
+)
 
 
 # Targets ------------------------------------------------------------------------------------
@@ -94,7 +98,7 @@ DISTILL_DIR = "results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T
 
 def trained_dirs():
     return [
-        TRAIN_DIR.format(dataset=d, model=m, augment=a, fold=f)
+        TRAIN.directory(dataset=d, model=m, augment=a, fold=f)
         for d, m, a in trained_runs(config)
         for f in FOLDS
     ]
@@ -102,7 +106,7 @@ def trained_dirs():
 
 def distilled_dirs():
     return [
-        DISTILL_DIR.format(
+        DISTILL.directory(
             dataset=d,
             teacher=t,
             teacher_augment=ta,

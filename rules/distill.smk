@@ -2,13 +2,13 @@ rule distill_student:
     input:
         train="results/{dataset}/data/train.pt",
         fold="results/{dataset}/folds/fold{fold}.pt",
-        teacher_logits="results/{dataset}/train/{teacher}/{teacher_augment}/fold{fold}/train_logits.pt",
+        teacher_logits=f"{TEACHER_DIR}/train_logits.pt",
     output:
         model=f"{DISTILL_DIR}/model.pt",
     log:
-        "logs/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
+        DISTILL.log("distill_student"),
     benchmark:
-        "logs/benchmarks/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+        DISTILL.benchmark("distill_student")
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]

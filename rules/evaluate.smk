@@ -6,9 +6,9 @@ rule evaluate_trained:
         metrics=f"{TRAIN_DIR}/metrics.parquet",
         logits=f"{TRAIN_DIR}/test_logits.pt",
     log:
-        "logs/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.log",
+        TRAIN.log("evaluate_trained"),
     benchmark:
-        "logs/benchmarks/evaluate_trained/{dataset}/{model}/{augment}/fold{fold}.tsv"
+        TRAIN.benchmark("evaluate_trained")
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -19,13 +19,7 @@ rule evaluate_trained:
     params:
         symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
         im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
-        identifiers=lambda w: {
-            "dataset": w.dataset,
-            "fold": int(w.fold),
-            "kind": "train",
-            "model": w.model,
-            "augment": w.augment,
-        },
+        identifiers=lambda w: TRAIN.identifiers(w),
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],
     script:
@@ -41,9 +35,9 @@ rule evaluate_distilled:
         metrics=f"{DISTILL_DIR}/metrics.parquet",
         logits=f"{DISTILL_DIR}/test_logits.pt",
     log:
-        "logs/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.log",
+        DISTILL.log("evaluate_distilled"),
     benchmark:
-        "logs/benchmarks/evaluate_distilled/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+        DISTILL.benchmark("evaluate_distilled")
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
@@ -54,16 +48,7 @@ rule evaluate_distilled:
     params:
         symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
         im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
-        identifiers=lambda w: {
-            "dataset": w.dataset,
-            "fold": int(w.fold),
-            "kind": "distill",
-            "model": w.student,
-            "augment": PLAIN,
-            "teacher": w.teacher,
-            "teacher_augment": w.teacher_augment,
-            "temperature": float(w.temperature),
-        },
+        identifiers=lambda w: DISTILL.identifiers(w),
         references=lambda w: list(reference_logits(w)),
         device=config["device"],
         batch_size=config["evaluation"]["batch_size"],

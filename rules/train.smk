@@ -6,9 +6,9 @@ rule train_model:
         model=f"{TRAIN_DIR}/model.pt",
         logits=f"{TRAIN_DIR}/train_logits.pt",
     log:
-        "logs/train_model/{dataset}/{model}/{augment}/fold{fold}.log",
+        TRAIN.log("train_model"),
     benchmark:
-        "logs/benchmarks/train_model/{dataset}/{model}/{augment}/fold{fold}.tsv"
+        TRAIN.benchmark("train_model")
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]

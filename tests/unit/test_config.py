@@ -7,12 +7,12 @@ import copy
 import pytest
 
 from bad_configs import BAD, apply_change
+from kdinv.paths import format_number as format_temperature
 from kdinv.config import (
     ConfigError,
     derive_seed,
     distillations,
     fidelity_references,
-    format_temperature,
     trained_runs,
     validate_config,
 )

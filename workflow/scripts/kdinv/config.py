@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from kdinv.paths import PLAIN, format_number
+
 
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key."""
@@ -93,7 +95,7 @@ def validate_config(config: dict, schema: dict) -> dict:
                     )
     _fill_defaults(schema, config)
     temps = [float(t) for t in config["temperatures"]]
-    dupes = sorted({format_temperature(t) for t in temps if temps.count(t) > 1})
+    dupes = sorted({format_number(t) for t in temps if temps.count(t) > 1})
     if dupes:
         problems.append(f"temperatures: duplicate values {dupes} (4 and 4.0 are the same temperature)")
     names = [row["name"] for row in config["rows"]]
@@ -151,19 +153,12 @@ def canonical(value):
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def format_temperature(t: float | int | str) -> str:
-    """The one spelling of a temperature in paths: 4 and 4.0 -> "4", 0.5 -> "0.5"."""
-    text = f"{float(t):.6f}".rstrip("0").rstrip(".")
-    return text
-
-
 def derive_seed(base: int, *parts) -> int:
     """A stable 31-bit seed from the base seed and a job's wildcards (same on every machine)."""
     digest = hashlib.sha256("/".join(map(str, (base, *parts))).encode()).hexdigest()
     return int(digest[:8], 16) & 0x7FFFFFFF
 
 
-PLAIN = "plain"
 # Keys of a symmetry's config entry that concern augmented training, not the transform itself.
 AUGMENT_KEYS = ("augment_identity_prob",)
 

@@ -1,92 +1,46 @@
 """Training curves: the per-epoch history every checkpoint keeps, as a table and a figure.
 
-A checkpoint's identity comes from its path (the workflow's grammar):
-
-- ``results/{dataset}/train/{model}/{augment}/fold{fold}/model.pt``
-- ``results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}/model.pt``
-
-and is checked against the ``wildcards`` stored in the file, so a moved or renamed checkpoint is
-caught. Distilled students are trained on plain data, so their ``augment`` is "plain" (as in the
-metric table) and ``model`` is the student.
+A checkpoint's identity comes from its path, read with the workflow's path grammar
+(:mod:`kdinv.paths`), and is checked against the ``wildcards`` stored in the file, so a moved or
+renamed checkpoint is caught.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from kdinv.io import load_tensors  # noqa: E402
+from kdinv.paths import ID_COLUMNS, RUN_KINDS, parse_run_dir, run_label  # noqa: E402
 
-ID_COLUMNS = ["kind", "dataset", "model", "augment", "teacher", "teacher_augment", "temperature", "fold"]
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
 COLUMNS = ["run", *ID_COLUMNS, *HISTORY_COLUMNS, "best_epoch", "is_best", "path"]
 
-_FOLD = re.compile(r"^fold(\d+)$")
-_TEMPERATURE = re.compile(r"^T(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)$")
-
 
 def parse_model_path(path: str | Path) -> dict:
-    """The identifiers of a checkpoint from its path (see the module docstring); ValueError if the
-    path follows neither grammar."""
-    parts = Path(path).parts
-    if len(parts) < 6 or parts[-1] != "model.pt" or not _FOLD.match(parts[-2]):
-        raise ValueError(f"{path}: not a .../fold<k>/model.pt checkpoint path")
-    fold = int(_FOLD.match(parts[-2]).group(1))
-    if len(parts) >= 8 and parts[-7] == "distill" and _TEMPERATURE.match(parts[-3]):
-        return {
-            "kind": "distill", "dataset": parts[-8], "model": parts[-4], "augment": "plain",
-            "teacher": parts[-6], "teacher_augment": parts[-5],
-            "temperature": float(_TEMPERATURE.match(parts[-3]).group(1)), "fold": fold,
-        }
-    if parts[-5] == "train":
-        return {
-            "kind": "train", "dataset": parts[-6], "model": parts[-4], "augment": parts[-3],
-            "teacher": None, "teacher_augment": None, "temperature": math.nan, "fold": fold,
-        }
-    raise ValueError(
-        f"{path}: neither results/<dataset>/train/<model>/<augment>/fold<k>/model.pt nor "
-        "results/<dataset>/distill/<teacher>/<augment>/<student>/T<temperature>/fold<k>/model.pt"
-    )
-
-
-def run_label(ids: dict) -> str:
-    """A short name of the run (without the fold): "model (augment)" or "teacher[/aug] → student, T"."""
-    if ids["kind"] == "train":
-        return ids["model"] if ids["augment"] == "plain" else f"{ids['model']} ({ids['augment']})"
-    teacher = ids["teacher"] if ids["teacher_augment"] == "plain" else f"{ids['teacher']} ({ids['teacher_augment']})"
-    return f"{teacher} → {ids['model']}, T={ids['temperature']:g}"
+    """The identifiers of a checkpoint from its path, ``<run folder>/model.pt`` (see
+    :mod:`kdinv.paths`); ValueError if the path follows no run folder's template."""
+    if PurePath(path).name != "model.pt":
+        raise ValueError(f"{path}: not a <run folder>/model.pt checkpoint path")
+    return parse_run_dir(PurePath(path).parent)
 
 
 def _check_wildcards(path, ids: dict, stored: dict) -> None:
-    expected = {
-        "dataset": ids["dataset"], "fold": ids["fold"],
-        **({"model": ids["model"], "augment": ids["augment"]} if ids["kind"] == "train" else {
-            "teacher": ids["teacher"], "teacher_augment": ids["teacher_augment"],
-            "student": ids["model"], "temperature": ids["temperature"],
-        }),
-    }
-    for key, want in expected.items():
-        if key not in stored:
+    for f in RUN_KINDS[ids["kind"]].fields:
+        if f.wildcard not in stored:
             continue
-        have = stored[key]
-        if key == "fold":
-            same = int(have) == want
-        elif key == "temperature":
-            same = math.isclose(float(have), want)
-        else:
-            same = str(have) == want
+        have, want = f.parse(str(stored[f.wildcard])), ids[f.name]
+        same = math.isclose(have, want) if isinstance(want, float) else have == want
         if not same:
-            raise ValueError(f"{path}: the path says {key} = {want!r}, the checkpoint {have!r}")
+            raise ValueError(f"{path}: the path says {f.wildcard} = {want!r}, the checkpoint {have!r}")
 
 
 def curves_table(model_files: list[str | Path]) -> pd.DataFrame:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kdinv.paths import RUN_COLUMNS
+
 METRICS = ["accuracy", "nll", "ece", "im", "agreement", "kl"]
 FIDELITY = ["agreement", "kl"]
 # Valid range of each metric: fractions in [0, 1]; NLL and KL >= 0; IM is a distance between two
@@ -59,7 +61,7 @@ def collect_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     return result
 
 
-RUN_KEYS = ["kind", "model", "augment", "teacher", "teacher_augment", "temperature", "reference"]
+RUN_KEYS = [*RUN_COLUMNS, "reference"]
 
 
 def row_summary(table: pd.DataFrame, row: dict) -> pd.DataFrame:
