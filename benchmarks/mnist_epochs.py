@@ -25,7 +25,7 @@ import torch.nn.functional as F  # noqa: E402
 from kdinv.distill.losses import kd_loss  # noqa: E402
 from kdinv.models import build_model  # noqa: E402
 from kdinv.symmetry.transforms import make_augmentation  # noqa: E402
-from kdinv.training import TrainConfig, fit, pick_device, predict  # noqa: E402
+from kdinv.training import TrainConfig, fit, outputs_loss, pick_device, predict  # noqa: E402
 
 SHAPE = (1, 32, 32)
 MODELS = {
@@ -54,7 +54,7 @@ def time_epoch(name, arch, params, x, y, xv, yv, device, loss_fn=F.cross_entropy
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     start = time.perf_counter()
-    fit(model, x, y if targets is None else targets, xv, yv, loss_fn, cfg, torch.Generator().manual_seed(0),
+    fit(model, x, y if targets is None else targets, xv, yv, outputs_loss(loss_fn), cfg, torch.Generator().manual_seed(0),
         device, augment=augment, name=name)
     _sync(device)
     seconds = time.perf_counter() - start

@@ -15,7 +15,7 @@ import torch
 
 from kdinv.data.splits import save_split, write_folds
 from kdinv.io import load_tensors
-from kdinv.training import TrainConfig, fit, seed_everything
+from kdinv.training import TrainConfig, fit, outputs_loss, seed_everything
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,7 +130,7 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path):
     def run(fingerprint, epochs):
         seed_everything(0)
         model = torch.nn.Linear(4, 2)
-        return fit(model, x, y, x, y, torch.nn.functional.cross_entropy,
+        return fit(model, x, y, x, y, outputs_loss(torch.nn.functional.cross_entropy),
                    TrainConfig(**{**cfg.__dict__, "epochs": epochs}), torch.Generator().manual_seed(0),
                    torch.device("cpu"), resume=tmp_path / "resume.pt", fingerprint=fingerprint)
 
@@ -156,8 +156,48 @@ def test_resume_state_is_saved_every_resume_every_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "save_tensors", recording)
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     seed_everything(0)
-    fit(torch.nn.Linear(4, 2), x, y, x, y, torch.nn.functional.cross_entropy,
+    fit(torch.nn.Linear(4, 2), x, y, x, y, outputs_loss(torch.nn.functional.cross_entropy),
         TrainConfig(epochs=7, batch_size=16, lr=1e-2), torch.Generator().manual_seed(0),
         torch.device("cpu"), resume=tmp_path / "resume.pt", resume_every=3, fingerprint="f")
     assert saved_epochs == [4, 7]  # after epochs 3 and 6, each naming the epoch to continue at
 
+
+def test_per_batch_randomness_resumes_exactly_inside_an_epoch(tmp_path):
+    """A batch loss that draws its own randomness from ``batch.generator`` (as the distillation
+    recipes do: a transform per step, a mixing coefficient) is seeded from (seed, epoch, step)
+    only, so a run stopped by SIGTERM inside an epoch and resumed ends with exactly the weights of
+    an uninterrupted run; with another seed the weights differ."""
+    import os
+
+    from kdinv.training import TrainingInterrupted
+
+    x, y = torch.randn(96, 4), torch.randint(0, 2, (96,))
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-2)
+    stop_at = {"epoch": 2, "step": 3}
+
+    def noisy_loss(stop: bool):
+        def loss(model, batch):
+            noise = torch.randn(batch.inputs.shape, generator=batch.generator)
+            if stop and (batch.epoch, batch.step) == (stop_at["epoch"], stop_at["step"]):
+                os.kill(os.getpid(), signal.SIGTERM)  # handled after this step: state saved
+            return torch.nn.functional.cross_entropy(batch.forward(model, batch.inputs + noise), batch.targets)
+
+        return loss
+
+    def run(loss, resume=None, seed=5):
+        seed_everything(0)
+        model = torch.nn.Linear(4, 2)
+        state, _ = fit(model, x, y, x, y, loss, cfg, torch.Generator().manual_seed(0), torch.device("cpu"),
+                       resume=resume, fingerprint="f", seed=seed)
+        return state
+
+    uninterrupted = run(noisy_loss(False))
+    with pytest.raises(TrainingInterrupted):
+        run(noisy_loss(True), resume=tmp_path / "resume.pt")
+    saved = load_tensors(tmp_path / "resume.pt")
+    assert (saved["epoch"], saved["batch"]) == (2, 4)  # inside epoch 2, after its step 3
+    resumed = run(noisy_loss(False), resume=tmp_path / "resume.pt")
+    for key, value in uninterrupted.items():
+        assert torch.equal(resumed[key], value), key
+    other = run(noisy_loss(False), seed=6)
+    assert not torch.equal(other["weight"], uninterrupted["weight"])

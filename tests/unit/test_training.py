@@ -14,7 +14,7 @@ from kdinv.io import load_tensors, save_tensors
 from kdinv.metrics import accuracy
 from kdinv.models import build_model
 from kdinv.models.checkpoint import checkpoint
-from kdinv.training import NumericalError, TrainConfig, fit, predict, seed_everything
+from kdinv.training import NumericalError, TrainConfig, fit, outputs_loss, predict, seed_everything
 
 CPU = torch.device("cpu")
 DIM = 8
@@ -47,7 +47,7 @@ def run_fit(data, seed=0, cfg=None, loss_fn=F.cross_entropy, augment=None, name=
     generator = seed_everything(seed)
     model = build_model("mlp", {"hidden": [16]}, (DIM,), 2)
     state, history = fit(
-        model, x_train, y_train, x_val, y_val, loss_fn, cfg, generator, CPU,
+        model, x_train, y_train, x_val, y_val, outputs_loss(loss_fn), cfg, generator, CPU,
         augment=augment, name=name,
     )
     return model, state, history
@@ -131,7 +131,7 @@ def scripted_fit(accs, patience, epochs=None):
     model = ScriptedModel(accs)
     cfg = TrainConfig(epochs=epochs or len(accs), batch_size=16, lr=1e-3, patience=patience)
     state, history = fit(
-        model, x_train, y_train, x_val, y_val, F.cross_entropy, cfg, seed_everything(0), CPU,
+        model, x_train, y_train, x_val, y_val, outputs_loss(F.cross_entropy), cfg, seed_everything(0), CPU,
         augment=model.advance,
     )
     return state, history
@@ -350,7 +350,7 @@ def _fit_recording_dtypes(data, precision, loss_fn=F.cross_entropy, targets=None
 
     cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2)
     state, history = fit(
-        model, x_train, y_train if targets is None else targets, x_val, y_val, recording_loss, cfg,
+        model, x_train, y_train if targets is None else targets, x_val, y_val, outputs_loss(recording_loss), cfg,
         generator, CPU, precision=precision,
     )
     return model, state, history, seen

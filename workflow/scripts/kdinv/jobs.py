@@ -24,7 +24,7 @@ from kdinv.distill.losses import kd_loss
 from kdinv.io import load_tensors, save_tensors
 from kdinv.models.checkpoint import build_from_spec, checkpoint, load_model, with_scaling
 from kdinv.symmetry.transforms import make_augmentation, make_transform
-from kdinv.training import TrainConfig, fit, pick_device, predict, seed_everything
+from kdinv.training import TrainConfig, fit, outputs_loss, pick_device, predict, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,9 @@ def train_model(
     cfg = TrainConfig.from_dict(model_spec["training"])
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
-        model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], F.cross_entropy, cfg, generator, dev,
+        model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], outputs_loss(F.cross_entropy), cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, precision=precision,
+        resume=_resume_file(out_model), resume_every=resume_every, precision=precision, seed=seed,
         fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards, precision),
     )
     model.load_state_dict(state)
@@ -132,11 +132,11 @@ def distill_student(
     scaling = load_fold_scaling(fold_file)
     model = build_from_spec(student_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(student_spec["distillation"])
-    loss = partial(kd_loss, temperature=temperature, direction=direction)
+    loss = outputs_loss(partial(kd_loss, temperature=temperature, direction=direction))
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, precision=precision,
+        resume=_resume_file(out_model), resume_every=resume_every, precision=precision, seed=seed,
         fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards, precision),
     )
     save_tensors(

@@ -9,6 +9,7 @@ weights"). One log line per epoch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import signal
@@ -129,13 +130,73 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
+BatchLoss = Callable[[torch.nn.Module, "Batch"], torch.Tensor]
+"""A training step's loss: ``batch_loss(model, batch)`` -> a scalar to minimise. It runs the model
+(through ``batch.forward``) as often as it needs, and any other module (a teacher) too."""
+
+
+def batch_seed(seed: int, epoch: int, step: int) -> int:
+    """The seed of one step's own randomness: a function of (seed, epoch, step) only, so a run
+    resumed inside an epoch draws exactly what an uninterrupted one draws."""
+    digest = hashlib.sha256(f"{seed}/{epoch}/{step}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass
+class Batch:
+    """One training step's data, as :func:`fit` hands it to the batch loss.
+
+    Attributes:
+        inputs: [B, ...] the step's inputs (this epoch's transformed copies under ``augment``).
+        targets: [B] labels or [B, C] cached teacher logits, the rows of fit's ``targets``.
+        index: [B] the samples' indices into the training data.
+        epoch, step: 1-based epoch, 0-based step within it.
+        seed: the step's seed (:func:`batch_seed`); :attr:`generator` is a CPU generator seeded
+            with it, for the step's own draws (transforms, mixing coefficients).
+        precision, device: what :meth:`forward` runs under.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    index: torch.Tensor
+    epoch: int
+    step: int
+    seed: int
+    device: torch.device
+    precision: str = "float32"
+    _generator: torch.Generator | None = None
+
+    @property
+    def generator(self) -> torch.Generator:
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(self.seed)
+        return self._generator
+
+    def forward(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` under the run's precision (bfloat16 autocast on a GPU for "bf16"), as
+        float32 logits."""
+        with autocast(self.device, self.precision):
+            out = module(x)
+        return out.float()
+
+
+def outputs_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> BatchLoss:
+    """The batch loss of one forward pass of the model: ``loss_fn(model(inputs), targets)`` (e.g.
+    cross-entropy on the labels, or the KD loss on cached teacher logits)."""
+
+    def batch_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        return loss_fn(batch.forward(model, batch.inputs), batch.targets)
+
+    return batch_loss
+
+
 def fit(
     model: torch.nn.Module,
     x_train: torch.Tensor,
     targets: torch.Tensor,
     x_val: torch.Tensor,
     y_val: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_loss: BatchLoss,
     cfg: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
@@ -145,12 +206,15 @@ def fit(
     resume_every: int = 1,
     fingerprint: str = "",
     precision: str = "float32",
+    seed: int = 0,
 ) -> tuple[dict, list[dict]]:
     """Train ``model`` and return (best state_dict, per-epoch history).
 
     Args:
         x_train: [N, ...] training inputs; ``targets`` [N] labels or [N, C] teacher logits, whatever
-            ``loss_fn(output, target_batch)`` expects.
+            the batch loss expects.
+        batch_loss: ``batch_loss(model, batch)`` -> the step's loss (:class:`Batch`); e.g.
+            ``outputs_loss(F.cross_entropy)``. It may run the model several times, or a teacher.
         x_val, y_val: validation inputs and labels; val accuracy drives early stopping, the LR
             schedule and the choice of the best weights.
         augment: applied to the whole training set once per epoch (a fresh draw each epoch).
@@ -166,14 +230,14 @@ def fit(
             ignored.
         precision: "float32", or "bf16" for bfloat16 autocast of the forward pass on a GPU (see
             :func:`autocast`; float32 on the CPU).
+        seed: the base of each step's own randomness (:func:`batch_seed`).
 
     The training and validation data are moved to ``device`` once; inside an epoch nothing is
     copied to the host (the loss is summed on the device and read once per epoch).
     """
     model.to(device)
     x_train, targets, x_val = x_train.to(device), targets.to(device), x_val.to(device)
-    forward_context = autocast(device, precision)
-    if not isinstance(forward_context, contextlib.nullcontext):
+    if not isinstance(autocast(device, precision), contextlib.nullcontext):
         log.info("%s: bfloat16 autocast on %s", name, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = None
@@ -236,9 +300,10 @@ def fit(
             first_batch, partial = 0, (0.0, 0)
             for i in batches:
                 idx = order[i : i + cfg.batch_size]
-                with forward_context:
-                    outputs = model(inputs[idx])
-                loss = loss_fn(outputs.float(), targets[idx])
+                step = i // cfg.batch_size
+                batch = Batch(inputs[idx], targets[idx], idx, epoch, step, batch_seed(seed, epoch, step),
+                              device, precision)  # fmt: skip
+                loss = batch_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
@@ -302,3 +367,5 @@ def _load_resume(path: str | Path | None, fingerprint: str, name: str) -> dict |
         log.warning("%s: ignoring %s, it belongs to another configuration of this job", name, path)
         return None
     return saved
+
+
