@@ -26,20 +26,16 @@ mapped to x / 255 * 2 - 1 in [-1, 1] (background exactly -1.0; this equals the a
 from __future__ import annotations
 
 import gzip
-import http.client
 import logging
 import os
 import shutil
 import struct
-import time
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from kdinv.data.download import ChecksumError, DataError, DownloadError, md5sum, staging_dir
+from kdinv.data.download import ChecksumError, DataError, fetch_file, md5sum, staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +62,6 @@ MNIST_SIZE = 28  # side of an MNIST image in pixels
 NUM_CLASSES = 10
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 20
-# torchvision's User-Agent string; some mirrors reject urllib's default one.
-_USER_AGENT = "pytorch/vision"
-# HTTP statuses worth retrying; every other 4xx is permanent (a wrong URL does not heal).
-_RETRY_HTTP_STATUS = {408, 425, 429}
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,50 +225,6 @@ def find_raw_file(raw_dir: str | Path, name: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _fetch(url: str, target: Path, timeout_s: float) -> None:
-    """Stream ``url`` into ``target``; raise DownloadError on any network or HTTP problem.
-
-    Why not ``torchvision.datasets.utils.download_url``: (1) it calls ``urlopen`` without a
-    timeout, so a stalled mirror hangs the job forever; (2) on an md5 mismatch it raises a bare
-    ``RuntimeError("File not found or corrupted.")`` that names neither the file nor the md5s, and
-    leaves the bad file in place; (3) on any error with an https URL it silently retries over
-    plain http; (4) it draws a tqdm bar on stderr and first sends an extra GET (its
-    "redirect check"). So this is the same loop as its ``_urlretrieve`` (same User-Agent, streamed
-    in chunks), plus a timeout, a length check and clean errors.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            length = response.headers.get("Content-Length")
-            received = 0
-            with open(target, "wb") as fh:
-                while chunk := response.read(_CHUNK):
-                    fh.write(chunk)
-                    received += len(chunk)
-    except urllib.error.HTTPError as exc:
-        raise DownloadError(
-            f"{target.name}: HTTP error {exc.code} {exc.reason} from {url}",
-        ) from exc
-    except urllib.error.URLError as exc:
-        raise DownloadError(f"{target.name}: cannot reach {url}: {exc.reason}") from exc
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-        raise DownloadError(
-            f"{target.name}: download from {url} failed: {type(exc).__name__}: {exc} "
-            f"(timeout {timeout_s:g} s)"
-        ) from exc
-    if length is not None and length.isdigit() and received != int(length):
-        raise DownloadError(
-            f"{target.name}: short download from {url}: received {received} of {length} bytes"
-        )
-
-
-def _is_retryable(exc: DataError) -> bool:
-    cause = exc.__cause__
-    if isinstance(cause, urllib.error.HTTPError):
-        return cause.code >= 500 or cause.code in _RETRY_HTTP_STATUS
-    return True  # network errors, timeouts, short bodies, md5 mismatches
-
-
 def download_mnist(
     base_url: str,
     dest_dir: str | Path,
@@ -287,8 +234,9 @@ def download_mnist(
 ) -> None:
     """Download the four official MNIST gzip files and verify their md5s.
 
-    Each file ``<base_url>/<name>`` (names and md5s from :data:`MNIST_FILES`) is fetched into a
-    temporary folder next to ``dest_dir`` and checked against its official md5. Network errors,
+    Each file ``<base_url>/<name>`` (names and md5s from :data:`MNIST_FILES`) is fetched with
+    :func:`kdinv.data.download.fetch_file` into a temporary folder next to ``dest_dir`` and
+    checked against its official md5. Network errors,
     timeouts, HTTP 5xx/408/425/429 and md5 mismatches are retried, up to ``retries`` attempts per
     file in all, sleeping ``backoff_s * 2**(k-1)`` seconds before attempt k+1. Other HTTP 4xx
     errors (e.g. 404, a wrong ``base_url``) fail at once. Only when all four files are verified
@@ -323,31 +271,11 @@ def download_mnist(
     files = dict(MNIST_FILES)  # read at call time so that tests can monkeypatch the table
 
     with staging_dir(dest_dir) as tmp:
-        staged: list[Path] = []
-        for name, expected_md5 in files.items():
-            url = base + name
-            target = tmp / name
-            for attempt in range(1, retries + 1):
-                try:
-                    logger.info("downloading %s (attempt %d of %d)", url, attempt, retries)
-                    _fetch(url, target, timeout_s)
-                    actual_md5 = md5sum(target)
-                    if actual_md5 != expected_md5:
-                        raise ChecksumError(
-                            f"{_checksum_message(name, actual_md5, expected_md5)} "
-                            f"(downloaded from {url})"
-                        )
-                    break
-                except DataError as exc:
-                    target.unlink(missing_ok=True)
-                    if attempt == retries or not _is_retryable(exc):
-                        tries = f"{attempt} attempt" + ("s" if attempt > 1 else "")
-                        raise type(exc)(f"{exc} [gave up after {tries}]") from exc
-                    delay = backoff_s * 2 ** (attempt - 1)
-                    logger.warning("%s; retrying in %.1f s", exc, delay)
-                    time.sleep(delay)
-            logger.info("%s: md5 %s verified", name, expected_md5)
-            staged.append(target)
+        staged = [
+            fetch_file(base + name, tmp / name, md5=expected_md5, retries=retries,
+                       backoff_s=backoff_s, timeout_s=timeout_s)
+            for name, expected_md5 in files.items()
+        ]  # fmt: skip
         _commit(staged, dest_dir)
     logger.info("MNIST: %d files downloaded into %s", len(staged), dest_dir)
 
@@ -428,6 +356,15 @@ def copy_local_mnist(
         dest_dir,
         "verified" if verify_checksums else "not verified",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Source "offline"
+# --------------------------------------------------------------------------------------------
+
+
+
+
 
 
 # --------------------------------------------------------------------------------------------
