@@ -13,11 +13,14 @@ t→s         the distillation under test (teacher t/plain, reference t/plain), 
 t'→s' vs t  the fidelity control of §3.4: the student distilled from t', measured against t
 ==========  ===============================================================================
 
-Statistics. Two series are paired by ``fold`` (only the folds both have); with k pairs the
-difference d = a − b has mean d̄, standard deviation sd (ddof = 1) and the 95 % t-interval
-d̄ ± t₀.₉₇₅,ₖ₋₁ · sd/√k. With k < 2 there is no interval (NaN) and every verdict resting on it is
-"inconclusive". The folds share the data split, the teacher and the IM copies, so pairing removes
-the between-fold variation that the figure's error bars show.
+Statistics (:mod:`kdinv.analysis.stats`). Two series are paired by ``fold`` (only the folds both
+have); with k pairs the difference d = a − b has mean d̄, standard deviation sd (ddof = 1) and the
+95 % t-interval d̄ ± t₀.₉₇₅,ₖ₋₁ · sd/√k. With k < 2 there is no interval (NaN) and every verdict
+resting on it is "inconclusive". The folds share the data split, the teacher and the IM copies, so
+pairing removes the between-fold variation that the figure's error bars show.
+
+Each claim below is one object of :data:`kdinv.analysis.claims.CLAIMS` (its comparisons, threshold,
+verdict rule and sentence); this module runs them over the table and writes the reports.
 
 Comparisons (column ``comparison``; ``temperature`` is NaN for the per-row items):
 
@@ -66,32 +69,23 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-TEACHER_IM_MAX = 1e-4
-RELATIVE_MARGIN = 0.10
-ACCURACY_MARGIN = 0.01
+from kdinv.analysis.claims import (
+    CLAIM_OF,
+    CLAIMS,
+    COMPARISONS,
+    Comparison,
+    at,
+    best_temperature,
+    fmt,
+    interval,
+    per_fold,
+    select,
+)
+from kdinv.analysis.stats import FAILS, HOLDS, UNSURE, decide, paired_stats
 
-HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
-
-# comparison -> (claim, strict): the claim is "difference > threshold" (strict) or
-# "difference >= threshold" (not strict); None: shown without a verdict.
-CLAIM_OF = {
-    "teacher_im": ("a", None),
-    "im_kd_minus_self": ("b", False),
-    "im_kd_minus_aug": (None, None),
-    "im_kd_best_minus_aug": ("c", True),
-    "agreement_kd_minus_control": ("d", True),
-    "accuracy_kd_minus_alone": ("e", False),
-}
-
-CLAIMS = {
-    "a": "(a) the teacher is structurally invariant, IM ≤ 1e-4 (§3.2)",
-    "b": "(b) KD does not transfer the invariance beyond self-distillation (§4, Fig. 1 col. 4)",
-    "c": "(c) augmentation instils more invariance than the best KD student (§4)",
-    "d": "(d) the KD student is faithful to its own teacher beyond the t'→s' control (§3.4, §4)",
-    "e": "(e) KD does not hurt the student's accuracy (§4: generalisation improves)",
-}
+__all__ = ["FAILS", "HOLDS", "UNSURE", "findings_table", "paired_stats", "to_html", "to_markdown",
+           "verdicts", "write_findings"]
 
 COLUMNS = [
     "row", "dataset", "symmetry", "teacher", "teacher_prime", "student", "comparison", "claim",
@@ -100,167 +94,59 @@ COLUMNS = [
 ]
 
 
-# --------------------------------------------------------------------------------------- statistics
-def paired_stats(a: pd.Series, b: pd.Series | None = None) -> dict:
-    """Mean difference a − b over the folds both have (indices are folds) and its 95 % t-interval.
-
-    ``b=None`` compares ``a`` with 0. Returns mean_a, mean_b, max_a, mean_diff, sd_diff, ci_low,
-    ci_high and n_folds; the interval is NaN with fewer than 2 pairs, everything with none.
-    """
-    a = a.dropna()
-    if b is None:
-        b = pd.Series(0.0, index=a.index)
-    b = b.dropna()
-    common = a.index.intersection(b.index).sort_values()
-    a, b = a.loc[common].astype(float), b.loc[common].astype(float)
-    d = (a - b).to_numpy()
-    k = len(d)
-    out = {
-        "mean_a": a.mean() if k else math.nan,
-        "mean_b": b.mean() if k else math.nan,
-        "max_a": a.max() if k else math.nan,
-        "mean_diff": float(d.mean()) if k else math.nan,
-        "sd_diff": float(d.std(ddof=1)) if k > 1 else math.nan,
-        "ci_low": math.nan,
-        "ci_high": math.nan,
-        "n_folds": k,
-    }
-    if k > 1:
-        half = stats.t.ppf(0.975, k - 1) * out["sd_diff"] / math.sqrt(k)
-        out["ci_low"], out["ci_high"] = out["mean_diff"] - half, out["mean_diff"] + half
-    return out
-
-
-def decide(ci_low: float, ci_high: float, threshold: float, strict: bool, n_folds: int) -> str:
-    """Verdict of the claim "difference > threshold" (strict) or ">= threshold" from its interval."""
-    if n_folds < 2 or not (np.isfinite(ci_low) and np.isfinite(ci_high)) or not np.isfinite(threshold):
-        return UNSURE
-    if (ci_low > threshold) if strict else (ci_low >= threshold):
-        return HOLDS
-    if (ci_high <= threshold) if strict else (ci_high < threshold):
-        return FAILS
-    return UNSURE
-
-
-# ------------------------------------------------------------------------------------------- series
-def _per_fold(frame: pd.DataFrame, metric: str, what: str) -> pd.Series:
-    """``metric`` indexed by fold; a fold present twice means the selection is ambiguous."""
-    if frame["fold"].duplicated().any():
-        folds = sorted(frame.loc[frame["fold"].duplicated(), "fold"].unique().tolist())
-        raise ValueError(f"{what}: folds {folds} appear more than once in the metric table")
-    return frame.set_index("fold")[metric].astype(float)
-
-
-def _series(table: pd.DataFrame, row: dict) -> dict:
-    d, sym = row["dataset"], row["symmetry"]
-    t, tp, s = row["teacher"], row["teacher_prime"], row["student"]
-    df = table[(table["dataset"] == d) & (table["symmetry"] == sym)]
-    trained = df[df["kind"] == "train"]
-    distilled = df[(df["kind"] == "distill") & (df["model"] == s)]
-
-    def train(model, augment):
-        return trained[(trained["model"] == model) & (trained["augment"] == augment)]
-
-    def distill(teacher, augment, reference):
-        return distilled[
-            (distilled["teacher"] == teacher)
-            & (distilled["teacher_augment"] == augment)
-            & (distilled["reference"] == reference)
-        ]
-
-    return {
-        "t": train(t, "plain"),
-        "s": train(s, "plain"),
-        "s_aug": train(s, sym),
-        "s→s": distill(s, "plain", f"{s}/plain"),
-        "t→s": distill(t, "plain", f"{t}/plain"),
-        "t'→s' vs t": distill(tp, "plain", f"{t}/plain"),
-    }
-
-
-def _at(frame: pd.DataFrame, temperature: float) -> pd.DataFrame:
-    return frame[np.isclose(frame["temperature"].astype(float), temperature)]
-
-
-def _temperatures(*frames: pd.DataFrame) -> list[float]:
+def _temperatures(frames) -> list[float]:
     values = set()
     for f in frames:
         values.update(float(v) for v in f["temperature"].dropna().unique())
     return sorted(values)
 
 
-def findings_table(
-    table: pd.DataFrame,
-    rows: list[dict],
-    relative_margin: float = RELATIVE_MARGIN,
-    accuracy_margin: float = ACCURACY_MARGIN,
-    teacher_im_max: float = TEACHER_IM_MAX,
-) -> pd.DataFrame:
+def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
+    name = row["name"]
+    base = {k: row[k] for k in ("dataset", "symmetry", "teacher", "teacher_prime", "student")}
+    base["row"] = name
+    frames = {}
+
+    def frame(series):
+        if series not in frames:
+            frames[series] = select(table, row, series)
+        return frames[series]
+
+    def values(series, metric, temperature=None):
+        f = frame(series)
+        what = f"{name}: {series.role}" + ("" if temperature is None else f" T={temperature:g}")
+        return per_fold(f if temperature is None else at(f, temperature), metric, what)
+
+    def record(comp: Comparison, st: dict, temperature=math.nan, best=math.nan) -> dict:
+        threshold = comp.threshold(st) if comp.rule else math.nan
+        verdict = decide(st, threshold, comp.rule) if comp.rule else None
+        return {
+            **base, "comparison": comp.name, "claim": CLAIM_OF[comp.name], "temperature": temperature,
+            "best_temperature": best, "a": comp.a.label, "b": comp.b.label if comp.b else "0", **st,
+            "threshold": threshold, "verdict": verdict,
+        }
+
+    out = []
+    for comp in (c for c in COMPARISONS if c.when == "once"):
+        b = values(comp.b, comp.metric) if comp.b else None
+        out.append(record(comp, paired_stats(values(comp.a, comp.metric), b)))
+    per_t = [c for c in COMPARISONS if c.when == "per_temperature"]
+    used = {s for c in per_t for s in (c.a, c.b) if s is not None}
+    for temp in _temperatures(frame(s) for s in used):
+        for comp in per_t:
+            a, b = (values(s, comp.metric, temp if "→" in s.role else None) for s in (comp.a, comp.b))
+            out.append(record(comp, paired_stats(a, b), temperature=temp))
+    for comp in (c for c in COMPARISONS if c.when == "best_temperature"):
+        best = best_temperature(frame(comp.a))
+        a = pd.Series(dtype=float) if math.isnan(best) else values(comp.a, comp.metric, best)
+        b = values(comp.b, comp.metric, None if "→" not in comp.b.role else best)
+        out.append(record(comp, paired_stats(a, b), best=best))
+    return out
+
+
+def findings_table(table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     """The tidy table of paired comparisons per row and temperature (see the module docstring)."""
-    records = []
-    for row in rows:
-        name = row["name"]
-        ser = _series(table, row)
-        base = {k: row[k] for k in ("dataset", "symmetry", "teacher", "teacher_prime", "student")}
-        base["row"] = name
-
-        def add(comparison, a_label, b_label, st, threshold=math.nan, temperature=math.nan,
-                best_temperature=math.nan):
-            claim, strict = CLAIM_OF[comparison]
-            if comparison == "teacher_im":
-                if st["n_folds"] == 0:
-                    verdict = UNSURE
-                else:
-                    verdict = HOLDS if st["max_a"] <= threshold else FAILS
-            elif claim is None:
-                verdict = None
-            else:
-                verdict = decide(st["ci_low"], st["ci_high"], threshold, strict, st["n_folds"])
-            records.append({
-                **base, "comparison": comparison, "claim": claim, "temperature": temperature,
-                "best_temperature": best_temperature, "a": a_label, "b": b_label, **st,
-                "threshold": threshold, "verdict": verdict,
-            })
-
-        # (a) the teacher's IM, against exact invariance.
-        add("teacher_im", "IM(t)", "0", paired_stats(_per_fold(ser["t"], "im", f"{name}: t")),
-            threshold=teacher_im_max)
-
-        kd = ser["t→s"]
-        s_aug_im = _per_fold(ser["s_aug"], "im", f"{name}: s_aug")
-        for temp in _temperatures(kd, ser["s→s"], ser["t'→s' vs t"]):
-            kd_t = _at(kd, temp)
-            # (b) IM(t→s) − IM(s→s); threshold −margin × IM(s→s).
-            st = paired_stats(_per_fold(kd_t, "im", f"{name}: t→s T={temp:g}"),
-                              _per_fold(_at(ser["s→s"], temp), "im", f"{name}: s→s T={temp:g}"))
-            add("im_kd_minus_self", "IM(t→s)", "IM(s→s)", st,
-                threshold=-relative_margin * st["mean_b"], temperature=temp)
-            add("im_kd_minus_aug", "IM(t→s)", "IM(s_aug)",
-                paired_stats(_per_fold(kd_t, "im", f"{name}: t→s T={temp:g}"), s_aug_im),
-                temperature=temp)
-            # (d) fidelity against the control.
-            add("agreement_kd_minus_control", "agreement(t→s, vs t)", "agreement(t'→s', vs t)",
-                paired_stats(_per_fold(kd_t, "agreement", f"{name}: t→s T={temp:g}"),
-                             _per_fold(_at(ser["t'→s' vs t"], temp), "agreement",
-                                       f"{name}: t'→s' T={temp:g}")),
-                threshold=0.0, temperature=temp)
-            # (e) accuracy against the student alone.
-            add("accuracy_kd_minus_alone", "accuracy(t→s)", "accuracy(s)",
-                paired_stats(_per_fold(kd_t, "accuracy", f"{name}: t→s T={temp:g}"),
-                             _per_fold(ser["s"], "accuracy", f"{name}: s")),
-                threshold=-accuracy_margin, temperature=temp)
-
-        # (c) the best KD student (lowest mean IM over T) against the augmented student.
-        if kd.empty:
-            best = math.nan
-            st = paired_stats(pd.Series(dtype=float), s_aug_im)
-        else:
-            means = kd.groupby("temperature")["im"].mean()
-            best = float(means.index[means.to_numpy() == means.min()].min())
-            st = paired_stats(_per_fold(_at(kd, best), "im", f"{name}: t→s T={best:g}"), s_aug_im)
-        add("im_kd_best_minus_aug", "IM(t→s, best T)", "IM(s_aug)", st, threshold=0.0,
-            best_temperature=best)
-
+    records = [r for row in rows for r in _row_records(table, row)]
     out = pd.DataFrame.from_records(records, columns=COLUMNS)
     out["n_folds"] = out["n_folds"].astype("int64")
     for col in ("temperature", "best_temperature", "mean_a", "mean_b", "max_a", "mean_diff",
@@ -270,141 +156,18 @@ def findings_table(
 
 
 # --------------------------------------------------------------------------------------- verdicts
-def fmt(x: float) -> str:
-    """A number for the text: 3 significant digits, a true minus sign, 'n/a' for NaN."""
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    s = f"{x:.3g}"
-    return s.replace("-", "−")
-
-
-def _interval(r) -> str:
-    if r["n_folds"] < 2:
-        return f"{fmt(r['mean_diff'])} (k = {r['n_folds']}, no interval)"
-    return f"{fmt(r['mean_diff'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
-
-
-def _temps(frame: pd.DataFrame) -> str:
-    return ", ".join(f"T={t:g}" for t in frame["temperature"])
-
-
-def _aggregate(items: pd.DataFrame) -> str:
-    """Universal claims over T: fails if it fails at some T, holds if it holds at every T."""
-    if items.empty:
-        return UNSURE
-    if (items["verdict"] == FAILS).any():
-        return FAILS
-    if (items["verdict"] == HOLDS).all():
-        return HOLDS
-    return UNSURE
-
-
-def _details(items: pd.DataFrame) -> str:
-    return "; ".join(f"T={r['temperature']:g}: {_interval(r)}" for _, r in items.iterrows())
-
-
 def _row_verdicts(f: pd.DataFrame, row: dict) -> list[tuple[str, str, str]]:
     out = []
-    by = {c: f[f["comparison"] == c].sort_values("temperature") for c in CLAIM_OF}
-    k_max = int(f["n_folds"].max()) if not f.empty else 0
-    few = " (fewer than 2 paired folds)" if k_max < 2 else ""
-
-    # (a)
-    te = by["teacher_im"]
-    if te.empty or te.iloc[0]["n_folds"] == 0:
-        out.append((CLAIMS["a"], UNSURE, "There is no teacher in the metric table."))
-    else:
-        r = te.iloc[0]
-        v = r["verdict"]
-        rel = "≤" if v == HOLDS else ">"
-        out.append((CLAIMS["a"], v,
-                    f"Teacher {row['teacher']}: IM mean {fmt(r['mean_a'])}, max {fmt(r['max_a'])} "
-                    f"over {r['n_folds']} fold(s), {rel} {fmt(r['threshold'])}, so the claim {v}."))
-
-    # (b)
-    b = by["im_kd_minus_self"]
-    v = _aggregate(b)
-    improvement = "; ".join(
-        f"T={r['temperature']:g}: {fmt(-r['mean_diff'])} "
-        + (f"[{fmt(-r['ci_high'])}, {fmt(-r['ci_low'])}]" if r["n_folds"] > 1 else "(no interval)")
-        + f" vs margin {fmt(-r['threshold'])}"
-        for _, r in b.iterrows()
-    )
-    if v == HOLDS:
-        lead = ("KD does not transfer the invariance beyond self-distillation: at every temperature "
-                "the 95 % interval of the improvement IM(s→s) − IM(t→s) stays below the margin of "
-                f"{RELATIVE_MARGIN:.0%} of IM(s→s)")
-    elif v == FAILS:
-        lead = ("KD makes the student more invariant than self-distillation by more than "
-                f"{RELATIVE_MARGIN:.0%} of IM(s→s) at {_temps(b[b['verdict'] == FAILS])}, "
-                "so the claim does not hold")
-    else:
-        lead = ("Inconclusive" + few + ": at " + _temps(b[b["verdict"] != HOLDS])
-                + " the 95 % interval of the improvement IM(s→s) − IM(t→s) straddles the margin "
-                f"of {RELATIVE_MARGIN:.0%} of IM(s→s)") if not b.empty else "No distillation is in the table"
-    out.append((CLAIMS["b"], v, f"{lead} (improvement [95 % CI]: {improvement or 'none'})."))
-
-    # (c)
-    c = by["im_kd_best_minus_aug"]
-    r = c.iloc[0] if not c.empty else None
-    v = r["verdict"] if r is not None else UNSURE
-    if r is None or r["n_folds"] == 0:
-        text = "The table lacks the augmented student or the t→s distillations."
-    else:
-        nums = (f"IM(s_aug) {fmt(r['mean_b'])} against IM(t→s) {fmt(r['mean_a'])} at the best "
-                f"T={r['best_temperature']:g}; difference {_interval(r)}")
-        if v == HOLDS:
-            text = f"Augmentation gives the more invariant student, the interval excludes 0 ({nums})."
-        elif v == FAILS:
-            text = f"The best KD student is at least as invariant as the augmented one ({nums})."
-        else:
-            text = f"Inconclusive{few}: the interval includes 0 ({nums})."
-    out.append((CLAIMS["c"], v, text))
-
-    # (d)
-    d = by["agreement_kd_minus_control"]
-    v = _aggregate(d)
-    if v == HOLDS:
-        lead = ("t→s agrees with t more than the control t'→s' does at every temperature, "
-                "the intervals exclude 0")
-    elif v == FAILS:
-        lead = ("The control t'→s' agrees with t at least as much as t→s does at "
-                f"{_temps(d[d['verdict'] == FAILS])}, so the fidelity is not specific to the teacher")
-    else:
-        lead = (f"Inconclusive{few}: at {_temps(d[d['verdict'] != HOLDS])} the interval of the "
-                "agreement difference includes 0") if not d.empty else "No distillation is in the table"
-    out.append((CLAIMS["d"], v, f"{lead} (agreement(t→s) − agreement(t'→s' vs t) [95 % CI]: "
-                                f"{_details(d) or 'none'})."))
-
-    # (e)
-    e = by["accuracy_kd_minus_alone"]
-    v = _aggregate(e)
-    better = e[(e["n_folds"] > 1) & (e["ci_low"] > 0)]
-    worse = e[(e["n_folds"] > 1) & (e["ci_high"] < 0)]
-    if v == HOLDS:
-        lead = (f"KD costs less than {ACCURACY_MARGIN * 100:g} percentage point of accuracy at every "
-                "temperature")
-    elif v == FAILS:
-        lead = (f"KD lowers the accuracy by more than {ACCURACY_MARGIN * 100:g} percentage point at "
-                f"{_temps(e[e['verdict'] == FAILS])}")
-    else:
-        lead = (f"Inconclusive{few}: at {_temps(e[e['verdict'] != HOLDS])} the interval reaches below "
-                f"−{ACCURACY_MARGIN * 100:g} percentage point") if not e.empty else "No distillation is in the table"
-    direction = []
-    if not better.empty:
-        direction.append(f"significantly better than s alone at {_temps(better)}")
-    if not worse.empty:
-        direction.append(f"significantly worse at {_temps(worse)}")
-    if not direction and not e.empty:
-        direction.append("no significant difference from s alone at any temperature")
-    tail = f"; direction: {', '.join(direction)}" if direction else ""
-    out.append((CLAIMS["e"], v, f"{lead}{tail} (accuracy(t→s) − accuracy(s) [95 % CI]: "
-                                f"{_details(e) or 'none'})."))
+    for claim in CLAIMS:
+        names = [c.name for c in claim.comparisons]
+        items = f[f["comparison"].isin(names)].sort_values("temperature")
+        verdict = claim.verdict(items)
+        out.append((claim.title, verdict, claim.sentence(items, row, verdict)))
     return out
 
 
 def verdicts(findings: pd.DataFrame, rows: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
-    """Per row name: [(claim, verdict, sentence)] for the claims (a) to (e), from the numbers."""
+    """Per row name: [(claim, verdict, sentence)] for each claim of :data:`CLAIMS`, from the numbers."""
     return {row["name"]: _row_verdicts(findings[findings["row"] == row["name"]], row) for row in rows}
 
 
@@ -413,7 +176,7 @@ def _cell(r) -> str:
     if r is None:
         return "–"
     mark = {HOLDS: " ✓", FAILS: " ✗", UNSURE: " ?"}.get(r["verdict"], "")
-    return _interval(r) + mark
+    return interval(r) + mark
 
 
 def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
