@@ -66,3 +66,18 @@ def test_dataset_kinds_and_options_match_the_schema(schema):
     assert set(dataset["input_scaling"]["enum"]) == {"none", *METHODS}
     assert set(schema["properties"]["kd_direction"]["enum"]) == set(KD_DIRECTIONS)
     assert set(schema["properties"]["precision"]["enum"]) == set(PRECISIONS)
+
+
+def test_torch_free_catalogs_name_the_same_things():
+    """config validation reads what architectures and transforms can do from torch-free catalogs;
+    they must list exactly the registered ones."""
+    from kdinv.models.capabilities import ARCH_INPUTS, structural_invariances
+    from kdinv.symmetry.catalog import INPUT_KINDS, TRANSFORM_INFO
+
+    assert set(ARCH_INPUTS) == set(ARCHITECTURES)
+    assert set(TRANSFORM_INFO) == set(TRANSFORMS)
+    for arch, kinds in ARCH_INPUTS.items():
+        assert kinds <= set(INPUT_KINDS), arch
+        assert structural_invariances(arch, 32) <= set(TRANSFORMS), arch
+    for name, info in TRANSFORM_INFO.items():
+        assert info.acts_on <= set(INPUT_KINDS), name

@@ -4,25 +4,26 @@ the wrappers that become part of a model, and the checkpoint format.
 - :mod:`~kdinv.models.resnet` ResNet18-APS, :mod:`~kdinv.models.mlp` MLP, :mod:`~kdinv.models.dgcnn`
   DGCNN, :mod:`~kdinv.models.deepsets` DeepSets;
 - :mod:`~kdinv.models.registry`: :data:`ARCHITECTURES` and :func:`build_model`;
+- :mod:`~kdinv.models.capabilities`: what each architecture reads and is invariant to (no torch);
 - :mod:`~kdinv.models.wrappers`: :class:`Standardized` (the fold's input scaling);
 - :mod:`~kdinv.models.checkpoint`: what ``model.pt`` holds and :func:`load_model`.
+
+The names below are imported on first use, so that ``kdinv.models.capabilities`` can be read
+without importing torch.
 """
 
-from kdinv.models.deepsets import DeepSets, PermEquivariant
-from kdinv.models.dgcnn import DGCNN, EdgeConv, knn_indices
-from kdinv.models.mlp import MLP
-from kdinv.models.registry import ARCHITECTURES, build_model
-from kdinv.models.resnet import APSDown, ResNet18APS
+from importlib import import_module
 
-__all__ = [
-    "APSDown",
-    "ARCHITECTURES",
-    "DGCNN",
-    "DeepSets",
-    "EdgeConv",
-    "MLP",
-    "PermEquivariant",
-    "ResNet18APS",
-    "build_model",
-    "knn_indices",
-]
+_WHERE = {
+    "APSDown": "resnet", "ResNet18APS": "resnet", "MLP": "mlp", "DGCNN": "dgcnn", "EdgeConv": "dgcnn",
+    "knn_indices": "dgcnn", "DeepSets": "deepsets", "PermEquivariant": "deepsets",
+    "ARCHITECTURES": "registry", "build_model": "registry",
+}  # fmt: skip
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"kdinv.models.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'kdinv.models' has no attribute {name!r}")

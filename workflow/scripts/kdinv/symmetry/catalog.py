@@ -1,0 +1,35 @@
+"""What each symmetry transformation acts on and whether it enumerates a finite group, without
+importing torch (the config's validation reads it while Snakemake builds the DAG).
+
+The transformations themselves are in :mod:`kdinv.symmetry.transforms` (a test checks that both
+name the same transforms). Input kinds: ``image`` [C, H, W], ``point_cloud`` [P, 3], ``set``
+[S, F] (a point cloud is also a set of points).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INPUT_KINDS = ("image", "point_cloud", "set")
+
+
+@dataclass(frozen=True)
+class TransformInfo:
+    """``acts_on``: the input kinds it applies to; ``group_order``: |G| when the transform's group
+    is finite and :func:`kdinv.symmetry.transforms.group_elements` enumerates it (so a model can
+    be averaged over it), None otherwise."""
+
+    acts_on: frozenset[str]
+    group_order: int | None = None
+
+
+TRANSFORM_INFO: dict[str, TransformInfo] = {
+    "shift_2d": TransformInfo(frozenset({"image"})),
+    "translate_3d": TransformInfo(frozenset({"point_cloud"})),
+    "permute_set": TransformInfo(frozenset({"set", "point_cloud"})),
+}
+
+
+def finite_groups() -> list[str]:
+    """The transforms a model can be averaged over."""
+    return sorted(name for name, info in TRANSFORM_INFO.items() if info.group_order is not None)
