@@ -456,3 +456,30 @@ def test_html_report_renders_in_a_headless_browser(smoke_run, tmp_path):
     with Image.open(shot) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # a rendered page, not a blank one
+
+
+@pytest.mark.e2e
+def test_readme_commands_need_only_requirements_txt(smoke_run, tmp_path):
+    """The report, the demo and the benchmark scripts, run as the README gives them, with every
+    package that only requirements-test.txt installs made unimportable: they must not need one
+    (pygments came only with pytest, and the report failed after the README's install)."""
+    from runtime_only import modules_of_test_requirements, runtime_only_env
+
+    env = runtime_only_env(tmp_path)
+    assert "pytest" in modules_of_test_requirements()
+    blocked = subprocess.run([sys.executable, "-c", "import pytest"], env=env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "requirements-test.txt only" in blocked.stderr
+
+    report = smoke_run / "report-runtime-only.html"
+    proc = subprocess.run(SNAKEMAKE + ["--configfile", "smoke.yaml", "--report", str(report)], cwd=smoke_run,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    (tmp_path / "demo").mkdir()
+    demo = subprocess.run(SNAKEMAKE + ["-n", "--cores", "2", "--configfile", "config.demo.yaml"],
+                          cwd=copy_workflow(tmp_path / "demo"), env=env, capture_output=True, text=True, timeout=600)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        proc = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, f"{script.name}: {proc.stderr[-2000:]}"
+
