@@ -5,6 +5,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from kdinv.config import (
     canonical,
+    config_warnings,
     dataset_url,
     derive_seed,
     distillations,
@@ -19,6 +20,8 @@ from kdinv.paths import DISTILL, NUMBER, PLAIN, TRAIN, format_number
 validate_config(
     config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 )
+for warning in config_warnings(config):
+    logger.warning(f"config: {warning}")
 
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_number(t) for t in config["temperatures"]]

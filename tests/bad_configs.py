@@ -75,6 +75,21 @@ BAD = [
     (("precision",), "fp16", "precision"),
     (("job_resources", "gpu_shards"), 1, "models.mlp.jobs_per_gpu"),
     (("models", "mlp", "jobs_per_gpu"), 0, "jobs_per_gpu"),
+    # sizes that would exhaust the machine, numbers that are not numbers
+    (("folds",), 100000, "folds"),
+    (("temperatures",), [float("nan"), 4], "temperatures[0]: nan is not a finite number"),
+    (("temperatures",), [float("inf"), 4], "temperatures[0]: inf is not a finite number"),
+    (("models", "mlp", "training", "lr"), float("nan"), "models.mlp.training.lr: nan is not a finite number"),
+    (("datasets", "modelnet40", "num_points"), 100000000000, "datasets.modelnet40.num_points"),
+    (("datasets", "modelnet40", "num_points"), 60000, "datasets.modelnet40.num_points: the training split would take"),
+    (("datasets", "mnist", "offline_test_fraction"), float("nan"), "datasets.mnist.offline_test_fraction"),
+    # rows whose models cannot read the data, or whose teacher lacks the row's symmetry
+    (("rows", 3, "teacher"), "dgcnn", "rows[3].teacher: model 'dgcnn' (arch dgcnn) reads point_cloud"),
+    (("rows", 3, "teacher"), "mlp", "rows[3].teacher: model 'mlp' is not invariant to shift_2d"),
+    (("rows", 3, "teacher_prime"), "mlp", "rows[3].teacher_prime: model 'mlp' is not invariant"),
+    (("datasets", "mnist", "pad_to"), 28, "rows[3].teacher: model 'resnet' is not invariant to shift_2d"),
+    (("datasets", "jets", "symmetries", "permutation", "transform"), "shift_2d",
+     "datasets.jets.symmetries.permutation.transform: shift_2d acts on image"),
 ]
 
 

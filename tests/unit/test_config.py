@@ -107,3 +107,38 @@ def test_fidelity_references(paper_config, schema):
     assert fidelity_references(paper_config, "mnist", "mlp", "translation", "mlp") == [
         ("mlp", "translation")
     ]
+
+
+def test_a_student_that_is_already_invariant_gets_a_warning(paper_config, schema):
+    from kdinv.config import config_warnings
+
+    assert config_warnings(validate_config(copy.deepcopy(paper_config), schema)) == []
+    cfg = copy.deepcopy(paper_config)
+    cfg["rows"][0]["student"] = "dgcnn-prime"  # translation-invariant, like the teacher
+    cfg["models"]["dgcnn-prime"]["distillation"] = cfg["models"]["deepsets-inv"]["distillation"]
+    warnings = config_warnings(validate_config(cfg, schema))
+    assert len(warnings) == 1 and warnings[0].startswith("rows[0].student: model 'dgcnn-prime' is already invariant")
+
+
+def test_a_non_invariant_teacher_runs_only_when_the_row_allows_it(paper_config, schema):
+    from kdinv.config import config_warnings
+
+    cfg = copy.deepcopy(paper_config)
+    cfg["rows"][3]["teacher"] = "mlp"
+    with pytest.raises(ConfigError, match=r"rows\[3\]\.teacher: model 'mlp' is not invariant to shift_2d"):
+        validate_config(copy.deepcopy(cfg), schema)
+    cfg["rows"][3]["allow_non_invariant_teachers"] = True
+    warnings = config_warnings(validate_config(cfg, schema))
+    assert any(w.startswith("rows[3].teacher: model 'mlp' is not invariant") for w in warnings)
+
+
+def test_the_memory_check_uses_the_configured_sizes(paper_config, schema):
+    from kdinv.config import split_mb
+
+    cfg = validate_config(copy.deepcopy(paper_config), schema)
+    assert split_mb(cfg["datasets"]["modelnet40"]) == pytest.approx(9843 * 3000 * 4 / 2**20)
+    assert split_mb(cfg["datasets"]["mnist"]) == pytest.approx(60000 * 32 * 32 * 4 / 2**20)
+    cfg = copy.deepcopy(paper_config)
+    cfg["job_resources"]["mem_mb"] = 500  # MNIST's 234 MiB split, three copies: too much
+    with pytest.raises(ConfigError, match=r"datasets\.mnist\.pad_to: the training split would take about 234 MB"):
+        validate_config(cfg, schema)

@@ -784,3 +784,21 @@ def test_real_sample_prepare(sample_dir, tmp_path):
     assert on_surface(x[1][:200], normalize_mesh(v), f, 1e-5).all()
     zipped = zip_tree(tree, tmp_path / "ModelNet40.zip")
     np.testing.assert_array_equal(prepare_modelnet(zipped, 1000, 42, processes=2)["train"][0], x)
+
+
+def test_folds_refuse_a_class_with_fewer_training_meshes_than_folds(sample_dir, tmp_path):
+    """On the real sample one class has a single training mesh: two folds cannot both hold it, so
+    the fold step refuses and names the class and its count (scikit-learn would only warn)."""
+    from kdinv.data.splits import save_split, write_folds
+
+    out = prepare_modelnet(sample_dir, num_points=32, seed=0)
+    x, y = out["train"]
+    save_split(x, y, len(out["classes"]), tmp_path / "train.pt", classes=out["classes"])
+    counts = dict(zip(*np.unique(y, return_counts=True)))
+    single = [out["classes"][c] for c, n in counts.items() if n == 1]
+    assert single, counts
+    with pytest.raises(ValueError) as info:
+        write_folds(tmp_path / "train.pt", 2, 0, [tmp_path / "f0.pt", tmp_path / "f1.pt"])
+    message = str(info.value)
+    assert "folds = 2" in message and all(f"class {name!r}" in message and "has 1" in message for name in single)
+    assert not (tmp_path / "f0.pt").exists()

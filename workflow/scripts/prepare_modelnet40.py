@@ -11,5 +11,5 @@ data = prepare_modelnet(source, snakemake.params.num_points, snakemake.params.se
 classes = data["classes"]
 for split in ("train", "test"):
     x, y = data[split]
-    save_split(x, y, len(classes), snakemake.output[split])
+    save_split(x, y, len(classes), snakemake.output[split], classes=list(classes))
     log.info("%s: %s points, %d classes", split, x.shape, len(classes))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -56,6 +57,8 @@ KIND_KEYS = {
     "modelnet40": ("offline_train_per_class", "offline_test_per_class", "num_points"),
     "jets": ("offline_files", "offline_jets_per_file", "n_constituents", "pt_min"),
 }
+# The input kind (kdinv.symmetry.catalog.INPUT_KINDS) each dataset kind holds.
+DATASET_INPUTS = {"mnist": "image", "modelnet40": "point_cloud", "jets": "set"}
 # Where source download fetches from when url is null (the official locations).
 OFFICIAL_URLS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -76,71 +79,232 @@ def load_schema(path: str | Path) -> dict:
 def validate_config(config: dict, schema: dict) -> dict:
     """Check ``config`` against ``schema`` and the cross-references; fill defaults in place.
 
-    Raises ConfigError listing every problem, each with the dotted key it concerns.
+    Raises ConfigError listing every problem, each with the dotted key it concerns. Nothing here
+    reads data or imports torch: it runs while Snakemake builds the DAG, before any job.
     """
     from jsonschema import Draft202012Validator  # only the DAG build needs it, not the jobs
 
+    problems = _non_finite(config)
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         lines = [f"  {_key(e.absolute_path)}: {e.message}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
-    problems = []
+    problems = _kind_keys(config)
+    _fill_defaults(schema, config)
+    for check in (_temperatures, _rows, _row_models, _symmetries, _memory, _shards, _sources):
+        problems += check(config)
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
+def _non_finite(config, path=()) -> list[str]:
+    """Every number must be finite: YAML's .nan and .inf pass a schema's bounds (NaN compares
+    false with everything), and a NaN temperature or learning rate fails only inside a job."""
+    if isinstance(config, dict):
+        return [p for k, v in config.items() for p in _non_finite(v, (*path, k))]
+    if isinstance(config, list):
+        return [p for i, v in enumerate(config) for p in _non_finite(v, (*path, i))]
+    if isinstance(config, float) and not math.isfinite(config):
+        return [f"{_key(path)}: {config!r} is not a finite number"]
+    return []
+
+
+def _kind_keys(config) -> list[str]:
+    out = []
     for name, ds in config["datasets"].items():
         for kind, keys in KIND_KEYS.items():
             for key in keys:
                 if key in ds and ds["kind"] != kind:
-                    problems.append(
-                        f"datasets.{name}.{key}: only read for kind {kind!r}, this dataset is {ds['kind']!r}"
-                    )
-    _fill_defaults(schema, config)
+                    out.append(f"datasets.{name}.{key}: only read for kind {kind!r}, this dataset is {ds['kind']!r}")
+    return out
+
+
+def _temperatures(config) -> list[str]:
     temps = [float(t) for t in config["temperatures"]]
     dupes = sorted({format_number(t) for t in temps if temps.count(t) > 1})
     if dupes:
-        problems.append(f"temperatures: duplicate values {dupes} (4 and 4.0 are the same temperature)")
+        return [f"temperatures: duplicate values {dupes} (4 and 4.0 are the same temperature)"]
+    return []
+
+
+def _rows(config) -> list[str]:
+    out = []
     names = [row["name"] for row in config["rows"]]
     for i, row in enumerate(config["rows"]):
         if names.count(row["name"]) > 1:
-            problems.append(f"rows[{i}].name: {row['name']!r} names more than one row")
+            out.append(f"rows[{i}].name: {row['name']!r} names more than one row")
         dataset = config["datasets"].get(row["dataset"])
         if dataset is None:
-            problems.append(
+            out.append(
                 f"rows[{i}].dataset: {row['dataset']!r} is not a configured dataset "
                 f"(datasets: {sorted(config['datasets'])})"
             )
         elif row["symmetry"] not in dataset["symmetries"]:
-            problems.append(
+            out.append(
                 f"rows[{i}].symmetry: {row['symmetry']!r} is not a symmetry of dataset "
                 f"{row['dataset']!r} (datasets.{row['dataset']}.symmetries: {sorted(dataset['symmetries'])})"
             )
-        for role in ("teacher", "teacher_prime", "student"):
+        for role in ROLES:
             if row[role] not in config["models"]:
-                problems.append(
-                    f"rows[{i}].{role}: {row[role]!r} is not a configured model "
-                    f"(models: {sorted(config['models'])})"
-                )
-    for i, row in enumerate(config["rows"]):
+                out.append(f"rows[{i}].{role}: {row[role]!r} is not a configured model (models: {sorted(config['models'])})")
         student = config["models"].get(row["student"])
         if student is not None and "distillation" not in student:
-            problems.append(
-                f"models.{row['student']}.distillation: required, the model is the student of rows[{i}]"
+            out.append(f"models.{row['student']}.distillation: required, the model is the student of rows[{i}]")
+    return out
+
+
+ROLES = ("teacher", "teacher_prime", "student")
+
+
+def _resolved_rows(config):
+    """(index, row, dataset, {role: model}) of the rows whose references all exist."""
+    for i, row in enumerate(config["rows"]):
+        ds = config["datasets"].get(row["dataset"])
+        if ds is None or row["symmetry"] not in ds["symmetries"] or any(row[r] not in config["models"] for r in ROLES):
+            continue
+        yield i, row, ds, {role: config["models"][row[role]] for role in ROLES}
+
+
+def image_side(dataset: dict) -> int | None:
+    """The side of a dataset's square images after preprocessing (None: not images)."""
+    return dataset["pad_to"] if dataset["kind"] == "mnist" else None
+
+
+def _row_models(config) -> list[str]:
+    """Each model of a row can read the dataset, and the teachers are invariant to the row's
+    symmetry by construction (unless the row allows otherwise)."""
+    from kdinv.models.capabilities import ARCH_INPUTS, model_invariances
+
+    out = []
+    for i, row, ds, models in _resolved_rows(config):
+        kind = DATASET_INPUTS[ds["kind"]]
+        for role, model in models.items():
+            if kind not in ARCH_INPUTS[model["arch"]]:
+                out.append(
+                    f"rows[{i}].{role}: model {row[role]!r} (arch {model['arch']}) reads "
+                    f"{' or '.join(sorted(ARCH_INPUTS[model['arch']]))}, but dataset {row['dataset']!r} "
+                    f"(kind {ds['kind']}) holds {kind} data"
+                )
+        transform = ds["symmetries"][row["symmetry"]]["transform"]
+        if row["allow_non_invariant_teachers"]:
+            continue
+        for role in ("teacher", "teacher_prime"):
+            if transform not in model_invariances(models[role], image_side(ds)):
+                out.append(
+                    f"rows[{i}].{role}: model {row[role]!r} is not invariant to {transform} (the row's "
+                    f"symmetry {row['symmetry']!r}) by construction, so the row would test nothing; "
+                    "use a teacher that is (e.g. group_average), or set "
+                    f"rows[{i}].allow_non_invariant_teachers: true to run it anyway"
+                )
+    return out
+
+
+def config_warnings(config: dict) -> list[str]:
+    """Things that are allowed but probably not meant (printed before any job)."""
+    from kdinv.models.capabilities import model_invariances
+
+    out = []
+    for i, row, ds, models in _resolved_rows(config):
+        transform = ds["symmetries"][row["symmetry"]]["transform"]
+        if transform in model_invariances(models["student"], image_side(ds)):
+            out.append(
+                f"rows[{i}].student: model {row['student']!r} is already invariant to {transform} by "
+                "construction, so the row cannot show whether distillation transfers the invariance"
             )
+        if row["allow_non_invariant_teachers"]:
+            for role in ("teacher", "teacher_prime"):
+                if transform not in model_invariances(models[role], image_side(ds)):
+                    out.append(
+                        f"rows[{i}].{role}: model {row[role]!r} is not invariant to {transform} by "
+                        "construction (allowed by allow_non_invariant_teachers); no teacher gate checks it"
+                    )
+    return out
+
+
+def _symmetries(config) -> list[str]:
+    from kdinv.symmetry.catalog import TRANSFORM_INFO
+
+    out = []
+    for name, ds in config["datasets"].items():
+        kind = DATASET_INPUTS[ds["kind"]]
+        for sym, spec in ds["symmetries"].items():
+            acts_on = TRANSFORM_INFO[spec["transform"]].acts_on
+            if kind not in acts_on:
+                out.append(
+                    f"datasets.{name}.symmetries.{sym}.transform: {spec['transform']} acts on "
+                    f"{' and '.join(sorted(acts_on))}, dataset {name!r} (kind {ds['kind']}) holds {kind} data"
+                )
+    return out
+
+
+def split_sizes(dataset: dict) -> tuple[int, int]:
+    """(samples of the training split, floats per sample) a dataset's preparation will write."""
+    kind, source = dataset["kind"], dataset["source"]
+    if kind == "mnist":
+        n = 1797 * (1 - dataset["offline_test_fraction"]) if source == "offline" else MNIST_TRAIN
+        return math.ceil(n), dataset["pad_to"] ** 2
+    if kind == "modelnet40":
+        n = 8 * dataset["offline_train_per_class"] if source == "offline" else MODELNET40_TRAIN
+        return n, 3 * dataset["num_points"]
+    n = (dataset["offline_files"]["train"] * dataset["offline_jets_per_file"] if source == "offline"
+         else JETS_TRAIN)  # fmt: skip
+    return n, 3 * dataset["n_constituents"]
+
+
+MNIST_TRAIN, MODELNET40_TRAIN, JETS_TRAIN = 60_000, 9_843, 630_000
+"""Training-split sizes of the real data (jets: the 150p train archive holds about 630,000)."""
+COPIES_IN_A_TRAINING_JOB = 3
+"""A training job holds the split, its fold's training part and one transformed copy of it."""
+SIZE_KEY = {"mnist": "pad_to", "modelnet40": "num_points", "jets": "n_constituents"}
+
+
+def split_mb(dataset: dict) -> float:
+    n, floats = split_sizes(dataset)
+    return n * floats * 4 / 2**20
+
+
+def _memory(config) -> list[str]:
+    """A size that allocates memory is checked against what a job may use, before any job."""
+    out = []
+    mem = config["job_resources"]["mem_mb"]
+    for name, ds in config["datasets"].items():
+        need = COPIES_IN_A_TRAINING_JOB * split_mb(ds)
+        if need > mem:
+            keys = [SIZE_KEY[ds["kind"]]] + (["offline sizes"] if ds["source"] == "offline" else [])
+            out.append(
+                f"datasets.{name}.{SIZE_KEY[ds['kind']]}: the training split would take about "
+                f"{split_mb(ds):,.0f} MB and a training job holds about {COPIES_IN_A_TRAINING_JOB} copies "
+                f"({need:,.0f} MB), more than job_resources.mem_mb = {mem} MB; lower "
+                f"{' or '.join(keys)} or raise job_resources.mem_mb"
+            )
+    return out
+
+
+def _shards(config) -> list[str]:
+    out = []
     shards = config["job_resources"]["gpu_shards"]
     if shards is not None:
         shared = {f"models.{n}.jobs_per_gpu": m["jobs_per_gpu"] for n, m in config["models"].items()}
         shared["evaluation.jobs_per_gpu"] = config["evaluation"]["jobs_per_gpu"]
         for key, n in shared.items():
             if n > shards:
-                problems.append(
+                out.append(
                     f"{key}: {n} jobs cannot share one GPU of job_resources.gpu_shards = {shards} "
                     f"shards (each needs at least one)"
                 )
-    for name, ds in config["datasets"].items():
-        if ds["source"] == "local" and not ds.get("local_dir"):
-            problems.append(f"datasets.{name}.local_dir: required when source is 'local'")
-    if problems:
-        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
-    return config
+    return out
+
+
+def _sources(config) -> list[str]:
+    return [
+        f"datasets.{name}.local_dir: required when source is 'local'"
+        for name, ds in config["datasets"].items()
+        if ds["source"] == "local" and not ds.get("local_dir")
+    ]
 
 
 def canonical(value):

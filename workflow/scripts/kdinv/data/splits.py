@@ -25,12 +25,25 @@ from kdinv.io import load_tensors, save_tensors
 
 
 
-def save_split(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, num_classes: int, path) -> None:
+def save_split(
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    num_classes: int,
+    path,
+    classes: list[str] | None = None,
+) -> None:
+    """Write a split file; ``classes`` (the class names in label order) lets later steps name a
+    class in their messages."""
     x = torch.as_tensor(x, dtype=torch.float32)
     y = torch.as_tensor(y, dtype=torch.int64)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{path}: {x.shape[0]} inputs but {y.shape[0]} labels")
-    save_tensors({"x": x.contiguous(), "y": y.contiguous(), "num_classes": int(num_classes)}, path)
+    if classes is not None and len(classes) != num_classes:
+        raise ValueError(f"{path}: {len(classes)} class names for {num_classes} classes")
+    data = {"x": x.contiguous(), "y": y.contiguous(), "num_classes": int(num_classes)}
+    if classes is not None:
+        data["classes"] = [str(c) for c in classes]
+    save_tensors(data, path)
 
 
 def load_split(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -45,12 +58,28 @@ def load_split(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, int]:
     return x, y, int(data["num_classes"])
 
 
-def stratified_folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k stratified folds of the training split: fold i validates on part i, trains on the rest."""
+def stratified_folds(
+    labels: np.ndarray, k: int, seed: int, classes: list[str] | None = None, what: str = "the training split"
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k stratified folds of the training split: fold i validates on part i, trains on the rest.
+
+    Every class needs at least k samples, or some part lacks it (scikit-learn only warns); a
+    class with fewer is an error that names it (``classes``: names in label order) and its count.
+    """
     from sklearn.model_selection import StratifiedKFold  # slow to import; only this job needs it
 
     if k < 2:
         raise ValueError(f"folds must be >= 2, got {k}")
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    short = [(int(v), int(c)) for v, c in zip(values, counts) if c < k]
+    if short:
+        names = ", ".join(
+            f"class {classes[v] if classes else v!r} (label {v}) has {c}" for v, c in short
+        )
+        raise ValueError(
+            f"{what}: folds = {k} needs at least {k} samples of every class, but {names}; "
+            f"lower folds to {int(counts.min())} or fewer, or use more data"
+        )
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     labels = np.asarray(labels)
     return [
@@ -68,7 +97,8 @@ def write_folds(
         raise ValueError(f"expected {k} fold outputs, got {len(outputs)}")
     data = load_tensors(train_split, mmap=True)
     labels = data["y"].numpy()
-    for i, ((train, val), out) in enumerate(zip(stratified_folds(labels, k, seed), outputs)):
+    parts = stratified_folds(labels, k, seed, classes=data.get("classes"), what=str(train_split))
+    for i, ((train, val), out) in enumerate(zip(parts, outputs)):
         fold = {"train": torch.from_numpy(train), "val": torch.from_numpy(val), "fold": i, "k": k, "seed": seed}
         if scaling is not None:
             from kdinv.data.scaling import fit_scaling
