@@ -201,3 +201,42 @@ def test_per_batch_randomness_resumes_exactly_inside_an_epoch(tmp_path):
         assert torch.equal(resumed[key], value), key
     other = run(noisy_loss(False), seed=6)
     assert not torch.equal(other["weight"], uninterrupted["weight"])
+
+
+def test_cuda_generators_are_saved_and_restored(tmp_path, monkeypatch):
+    """On a GPU dropout draws from each device's generator: the resume state holds them and a
+    resumed run restores them (the CUDA calls are stood in for on the CPU)."""
+    import kdinv.training as training
+
+    fake = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored = {}
+    monkeypatch.setattr(training, "cuda_devices", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in fake])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+
+    def run(epochs):
+        seed_everything(0)
+        return fit(torch.nn.Linear(4, 2), x, y, x, y, outputs_loss(torch.nn.functional.cross_entropy),
+                   TrainConfig(epochs=epochs, batch_size=16, lr=1e-2), torch.Generator().manual_seed(0),
+                   torch.device("cpu"), resume=tmp_path / "resume.pt", fingerprint="f")
+
+    run(2)
+    saved = load_tensors(tmp_path / "resume.pt")["rng"]
+    assert [torch.equal(a, b) for a, b in zip(saved["cuda"], fake)] == [True, True]
+    assert torch.equal(saved["cpu"], saved["cpu"]) and saved["cpu"].dtype == torch.uint8
+    run(3)  # resumes after epoch 2
+    assert sorted(restored) == [0, 1]
+    assert torch.equal(restored[0], fake[0]) and torch.equal(restored[1], fake[1])
+    assert training.rng_state()["cuda"] is not None
+
+
+def test_a_gpu_state_resumed_without_a_gpu_warns(caplog):
+    from kdinv.training import rng_state, set_rng_state
+
+    state = {**rng_state(), "cuda": [torch.zeros(8, dtype=torch.uint8)]}
+    with caplog.at_level("WARNING", logger="kdinv.training"):
+        set_rng_state(state, "job")
+    if not torch.cuda.is_available():
+        assert "saved on a GPU and resumes without one" in caplog.text

@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def start_job(log_path: str, threads: int | None = None) -> logging.Logger:
-    """Send logging and stderr to ``log_path`` and cap torch's threads at the job's ``threads``."""
+    """Send logging and stderr to ``log_path`` and cap torch's threads at the job's ``threads``.
+
+    Also sets ``CUBLAS_WORKSPACE_CONFIG`` (unless the environment has it), which cuBLAS needs for
+    deterministic results once CUDA starts (:func:`kdinv.training.seed_everything`)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     handle = open(log_path, "a", buffering=1)
     sys.stderr = handle
     logging.basicConfig(

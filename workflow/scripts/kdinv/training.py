@@ -82,11 +82,50 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global RNG (init, dropout) and return a generator for data order/augmentation."""
-    torch.manual_seed(seed)
+    """Seed torch's global RNGs (init, dropout; the CPU's and every CUDA device's), ask for
+    deterministic kernels, and return a generator for data order and augmentation.
+
+    On a GPU: cuDNN's autotuner is off and PyTorch's deterministic implementations are used
+    where they exist (``warn_only``: an operation without one warns instead of failing); cuBLAS
+    needs ``CUBLAS_WORKSPACE_CONFIG``, which :func:`kdinv.runtime.start_job` sets before CUDA
+    starts. The CPU is deterministic without them.
+    """
+    torch.manual_seed(seed)  # seeds the CUDA generators too
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def cuda_devices() -> int:
+    """CUDA devices this process can use (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def rng_state() -> dict:
+    """Every global generator a training step draws from: the CPU's and, with CUDA, each CUDA
+    device's (dropout on a GPU draws from the device's generator)."""
+    cuda = torch.cuda.get_rng_state_all() if cuda_devices() else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict, name: str = "model") -> None:
+    """Restore :func:`rng_state`'s generators. A state saved on a GPU and resumed without one (or
+    the reverse) cannot replay the same dropout masks: the run continues, with a warning."""
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda")
+    here = cuda_devices()
+    if cuda is not None and here:
+        for device, device_state in enumerate(cuda[:here]):
+            torch.cuda.set_rng_state(device_state, device)
+        if len(cuda) != here:
+            log.warning("%s: resume state saved with %d CUDA devices, %d here", name, len(cuda), here)
+    elif cuda is not None or here:
+        log.warning("%s: the resume state was saved %s a GPU and resumes %s one: random draws on the "
+                    "GPU (dropout) are not those of an uninterrupted run", name,
+                    "on" if cuda is not None else "without", "on" if here else "without")
 
 
 @torch.no_grad()
@@ -222,10 +261,13 @@ def fit(
         resume: path of the resume state. When it exists and carries the same ``fingerprint``,
             training continues from it; it is rewritten (atomically) every ``resume_every``
             epochs and when SIGTERM or SIGUSR1 arrives, after which TrainingInterrupted is raised.
-            A resumed run ends with exactly the weights of an uninterrupted one: the state holds
-            the model, optimizer, scheduler, the RNG states, the early-stopping state and, for a
-            stop inside an epoch, the batch to continue from and the data generator's state at
-            the start of that epoch (the epoch's order and augmentation are drawn again from it).
+            The state holds the model, optimizer, scheduler, every generator (the data
+            generator at the start of the epoch, the CPU's and each CUDA device's global one; the
+            steps' own generators are functions of (seed, epoch, step)), the early-stopping state
+            and, for a stop inside an epoch, the batch to continue from. On the CPU a resumed run
+            ends with exactly the weights of an uninterrupted one; on a GPU it replays the same
+            random draws, and the weights are bit-identical where every kernel has a deterministic
+            implementation (:func:`seed_everything`) and the GPU model is the same.
         fingerprint: identifies the run (config, seed, data); a resume state of another run is
             ignored.
         precision: "float32", or "bf16" for bfloat16 autocast of the forward pass on a GPU (see
@@ -256,7 +298,7 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
+        set_rng_state(saved["rng"], name)
         epoch_generator_state = saved["generator"]
         best_acc, best_epoch, stale = saved["best_acc"], saved["best_epoch"], saved["stale"]
         best_state, history = saved["best_state"], saved["history"]
@@ -275,7 +317,7 @@ def fit(
                 "generator": gen_state,
                 "loss_sum": loss_sum,
                 "seen": seen,
-                "torch_rng": torch.get_rng_state(),
+                "rng": rng_state(),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -365,6 +407,9 @@ def _load_resume(path: str | Path | None, fingerprint: str, name: str) -> dict |
     saved = load_tensors(path)
     if saved.get("fingerprint") != fingerprint:
         log.warning("%s: ignoring %s, it belongs to another configuration of this job", name, path)
+        return None
+    if "rng" not in saved:
+        log.warning("%s: ignoring %s, it was written by an older version of this workflow", name, path)
         return None
     return saved
 
