@@ -47,6 +47,7 @@ rule all:
     default_target: True
     input:
         rules.plot_figure1.output,
+        rules.plot_tradeoff.output,
         rules.collect_metrics.output,
         rules.write_findings.output,
         rules.plot_curves.output,

@@ -486,7 +486,7 @@ def grid_estimate(rows: list[dict], config: dict, typical_epochs: tuple[int, ...
     folds, temps = config["folds"], len(config["temperatures"])
     # runs per (dataset, model, case) in one fold at one temperature
     runs = Counter((d, m, "train") for d, m, _ in trained_runs(config))
-    runs.update((d, s, "distill") for d, _, _, s in distillations(config))
+    runs.update((d, s, "distill") for d, _, _, s, _ in distillations(config))
     row_dataset = {r["name"]: r["dataset"] for r in config["rows"]}
     seen, lines = set(), []
     for r in rows:

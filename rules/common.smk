@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from kdinv.config import (
     canonical,
     config_warnings,
+    variants_by_id,
     dataset_url,
     derive_seed,
     distillations,
@@ -15,7 +16,17 @@ from kdinv.config import (
     trained_runs,
     validate_config,
 )
-from kdinv.paths import DISTILL, NUMBER, PLAIN, TRAIN, format_number
+from kdinv.distill.recipes import variant_attributes
+from kdinv.paths import (
+    DISTILL,
+    EVALUATION,
+    NUMBER,
+    PLAIN,
+    TRAIN,
+    format_number,
+    method_of,
+    recipe_of,
+)
 
 validate_config(
     config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -26,6 +37,8 @@ for warning in config_warnings(config):
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_number(t) for t in config["temperatures"]]
 ON_GPU = config["device"] != "cpu"
+VARIANTS = variants_by_id(config)  # recipe variant id -> Variant ("plain": the paper's)
+METHODS = [method_of(v) for v in VARIANTS]
 GPU_SHARDS = config["job_resources"]["gpu_shards"]
 
 
@@ -84,11 +97,11 @@ wildcard_constraints:
     teacher_augment=_names([PLAIN, *SYMMETRY_NAMES]),
     fold=r"\d+",
     temperature=NUMBER,
+    method=_names(METHODS),
 
 
 # Run folders (kdinv/paths.py declares the templates and what each wildcard means).
 TRAIN_DIR = TRAIN.template
-TRAINED_TEST_LOGITS = f"{TRAIN_DIR}/test_logits.pt"
 DISTILL_DIR = DISTILL.template
 # The run folder of a distillation's teacher, in the distillation's wildcards.
 TEACHER_DIR = TRAIN.template.format(
@@ -99,32 +112,58 @@ TEACHER_DIR = TRAIN.template.format(
 # Targets ------------------------------------------------------------------------------------
 
 
-def trained_dirs():
+def trained_dirs(dataset=None, fold=None):
+    """Run folders of every training (of one dataset and fold, if given)."""
     return [
         TRAIN.directory(dataset=d, model=m, augment=a, fold=f)
         for d, m, a in trained_runs(config)
+        if dataset in (None, d)
         for f in FOLDS
+        if fold in (None, f)
     ]
+
+
+def distillation_runs(dataset=None, fold=None, recipe=None, temperature=None):
+    """(wildcards, run folder) of every distillation, or of one dataset, fold, recipe variant and
+    temperature."""
+    runs = []
+    for d, t, ta, s, r in distillations(config):
+        if dataset not in (None, d) or recipe not in (None, r):
+            continue
+        for T in TEMPERATURES:
+            if temperature not in (None, T):
+                continue
+            for f in FOLDS:
+                if fold not in (None, f):
+                    continue
+                w = dict(dataset=d, method=r, teacher=t, teacher_augment=ta, student=s)
+                w.update(temperature=T, fold=f)
+                runs.append((w, DISTILL.directory(**w)))
+    return runs
 
 
 def distilled_dirs():
-    return [
-        DISTILL.directory(
-            dataset=d,
-            teacher=t,
-            teacher_augment=ta,
-            student=s,
-            temperature=T,
-            fold=f,
-        )
-        for d, t, ta, s in distillations(config)
-        for T in TEMPERATURES
-        for f in FOLDS
-    ]
+    return [run for _, run in distillation_runs()]
 
 
-def all_metric_tables():
-    return [f"{run}/metrics.parquet" for run in trained_dirs() + distilled_dirs()]
+def evaluation_tables():
+    """Every evaluation table: the trained models of each dataset and fold, and per method and
+    temperature the distilled students (kdinv/paths.py EVALUATION)."""
+    tables = []
+    for d in config["datasets"]:
+        if not trained_dirs(d):
+            continue
+        for f in FOLDS:
+            tables.append(EVALUATION["trained"].format(dataset=d, fold=f))
+            for r in VARIANTS:
+                for T in TEMPERATURES:
+                    if distillation_runs(d, f, r, T):
+                        tables.append(
+                            EVALUATION["distilled"].format(
+                                dataset=d, fold=f, method=method_of(r), temperature=T
+                            )
+                        )
+    return tables
 
 
 # Per-job parameters: each is derived from the job's wildcards only, so a config edit reruns
@@ -144,6 +183,23 @@ def symmetry_spec(dataset, name):
     if name == PLAIN:
         return None
     return canonical(config["datasets"][dataset]["symmetries"][name])
+
+
+def recipe_spec(w):
+    """What the distillation job runs: the recipe variant of its method, with the transform of
+    the symmetry it uses."""
+    variant = VARIANTS[recipe_of(w.method)]
+    sym = variant.symmetry
+    return canonical(variant.spec(symmetry_spec(w.dataset, sym) if sym else None))
+
+
+def distill_seed(w):
+    """The job's seed: that of the paper's run for plain KD (the recipe is not part of it), so
+    adding recipes changes no plain result."""
+    parts = [w.dataset, w.teacher, w.teacher_augment, w.student, w.temperature, w.fold]
+    if w.method != method_of(PLAIN):
+        parts.append(w.method)
+    return derive_seed(config["seed"], "distill", *parts)
 
 
 # The keys each source reads, per kind; only these enter the fetch job's params.
@@ -202,15 +258,48 @@ def job_seed(kind):
     return lambda w: derive_seed(config["seed"], kind, *w)
 
 
-def reference_logits(w):
-    return {
-        f"{t}/{ta}": TRAINED_TEST_LOGITS.format(
-            dataset=w.dataset, model=t, augment=ta, fold=w.fold
+def evaluated_trained(w):
+    """The runs evaluate_trained evaluates: every trained model of the dataset's fold."""
+    return [
+        {
+            "dir": run,
+            "identifiers": TRAIN.identifiers(run_wildcards(run)),
+            "references": [],
+        }
+        for run in trained_dirs(w.dataset, int(w.fold))
+    ]
+
+
+def run_wildcards(run):
+    m = TRAIN.regex().search(run) or DISTILL.regex().search(run)
+    return m.groupdict()
+
+
+def evaluated_distilled(w):
+    """The runs evaluate_distilled evaluates: every distillation of the dataset's fold by one
+    method at one temperature, each against its own teacher (and s' also against the row's t).
+    """
+    runs = []
+    recipe = recipe_of(w.method)
+    for wc, run in distillation_runs(w.dataset, int(w.fold), recipe, w.temperature):
+        refs = fidelity_references(
+            config, wc["dataset"], wc["teacher"], wc["teacher_augment"], wc["student"]
         )
-        for t, ta in fidelity_references(
-            config, w.dataset, w.teacher, w.teacher_augment, w.student
+        ids = DISTILL.identifiers({**wc, "method": method_of(recipe)})
+        runs.append(
+            {
+                "dir": run,
+                "identifiers": {**ids, **variant_attributes(VARIANTS[recipe])},
+                "references": [f"{t}/{ta}" for t, ta in refs],
+            }
         )
-    }
+    return canonical(runs)
+
+
+def evaluation_runtime(runs):
+    """Minutes asked for an evaluation job: a few minutes plus evaluation.runtime_per_run per
+    model it evaluates."""
+    return lambda w: 5 + config["evaluation"]["runtime_per_run"] * len(runs(w))
 
 
 def figure_rows():
@@ -224,3 +313,22 @@ def figure_rows():
         }
         for row in config["rows"]
     ]
+
+
+# The evaluation rules' inputs and params (one job per group of runs of a dataset's fold).
+EVALUATION_INPUTS = {
+    "test": "results/{dataset}/data/test.pt",
+    "train": "results/{dataset}/data/train.pt",
+    "fold": "results/{dataset}/folds/fold{fold}.pt",
+}
+
+
+def evaluation_params(runs):
+    return {
+        "runs": runs,
+        "symmetries": lambda w: im_symmetries(config["datasets"][w.dataset]),
+        "im_seed": lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
+        "val_seed": lambda w: derive_seed(config["seed"], "im-val", w.dataset, w.fold),
+        "device": config["device"],
+        "batch_size": config["evaluation"]["batch_size"],
+    }

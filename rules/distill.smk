@@ -3,6 +3,9 @@ rule distill_student:
         train="results/{dataset}/data/train.pt",
         fold="results/{dataset}/folds/fold{fold}.pt",
         teacher_logits=f"{TEACHER_DIR}/train_logits.pt",
+        # the teacher itself: the gate checks its invariance, some recipes run it per batch
+        teacher_model=f"{TEACHER_DIR}/model.pt",
+        test="results/{dataset}/data/test.pt",
     output:
         model=f"{DISTILL_DIR}/model.pt",
     log:
@@ -19,8 +22,8 @@ rule distill_student:
     params:
         spec=lambda w: model_spec(w.student, "distillation"),
         temperature=lambda w: float(w.temperature),
-        direction=config["kd_direction"],
-        seed=job_seed("distill"),
+        recipe=recipe_spec,
+        seed=distill_seed,
         device=config["device"],
         precision=TRAINING_PRECISION,
     script:

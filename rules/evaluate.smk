@@ -1,56 +1,51 @@
+# One evaluation job per group of runs that a config edit adds or removes together: the trained
+# models of a dataset's fold, and the distillations of one method (recipe variant) at one
+# temperature. Adding a temperature or a recipe adds evaluation jobs and reruns none.
+
+
 rule evaluate_trained:
     input:
-        model=f"{TRAIN_DIR}/model.pt",
-        test="results/{dataset}/data/test.pt",
+        **EVALUATION_INPUTS,
+        models=lambda w: [f"{r['dir']}/model.pt" for r in evaluated_trained(w)],
     output:
-        metrics=f"{TRAIN_DIR}/metrics.parquet",
-        logits=f"{TRAIN_DIR}/test_logits.pt",
+        metrics=EVALUATION["trained"],
+        logits=EVALUATION["trained_logits"],
     log:
-        TRAIN.log("evaluate_trained"),
+        "logs/evaluate_trained/{dataset}/fold{fold}.log",
     benchmark:
-        TRAIN.benchmark("evaluate_trained")
+        "logs/benchmarks/evaluate_trained/{dataset}/fold{fold}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         **EVALUATION_GPU,
         mem_mb=config["job_resources"]["mem_mb"],
-        runtime=30,
+        runtime=evaluation_runtime(evaluated_trained),
     params:
-        symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
-        im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
-        identifiers=lambda w: TRAIN.identifiers(w),
-        device=config["device"],
-        batch_size=config["evaluation"]["batch_size"],
+        **evaluation_params(evaluated_trained),
     script:
-        "../workflow/scripts/evaluate_model.py"
+        "../workflow/scripts/evaluate_models.py"
 
 
 rule evaluate_distilled:
     input:
-        model=f"{DISTILL_DIR}/model.pt",
-        references=lambda w: list(reference_logits(w).values()),
-        test="results/{dataset}/data/test.pt",
+        **EVALUATION_INPUTS,
+        models=lambda w: [f"{r['dir']}/model.pt" for r in evaluated_distilled(w)],
+        references=EVALUATION["trained_logits"],
     output:
-        metrics=f"{DISTILL_DIR}/metrics.parquet",
-        logits=f"{DISTILL_DIR}/test_logits.pt",
+        metrics=EVALUATION["distilled"],
     log:
-        DISTILL.log("evaluate_distilled"),
+        "logs/evaluate_distilled/{dataset}/fold{fold}/{method}-T{temperature}.log",
     benchmark:
-        DISTILL.benchmark("evaluate_distilled")
+        "logs/benchmarks/evaluate_distilled/{dataset}/fold{fold}/{method}-T{temperature}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["threads"]
     resources:
         **EVALUATION_GPU,
         mem_mb=config["job_resources"]["mem_mb"],
-        runtime=30,
+        runtime=evaluation_runtime(evaluated_distilled),
     params:
-        symmetries=lambda w: im_symmetries(config["datasets"][w.dataset]),
-        im_seed=lambda w: derive_seed(config["seed"], "im", w.dataset, w.fold),
-        identifiers=lambda w: DISTILL.identifiers(w),
-        references=lambda w: list(reference_logits(w)),
-        device=config["device"],
-        batch_size=config["evaluation"]["batch_size"],
+        **evaluation_params(evaluated_distilled),
     script:
-        "../workflow/scripts/evaluate_model.py"
+        "../workflow/scripts/evaluate_models.py"

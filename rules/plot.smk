@@ -1,6 +1,6 @@
 rule collect_metrics:
     input:
-        all_metric_tables(),
+        evaluation_tables(),
     output:
         "results/metrics.parquet",
     log:
@@ -38,6 +38,30 @@ rule plot_figure1:
         temperatures=[float(t) for t in TEMPERATURES],
     script:
         "../workflow/scripts/plot_figure1.py"
+
+
+rule plot_tradeoff:
+    input:
+        rules.collect_metrics.output,
+    output:
+        png=report(
+            "results/figures/tradeoff.png",
+            caption="../workflow/report/tradeoff.rst",
+            category="Invariance and accuracy",
+        ),
+        pdf="results/figures/tradeoff.pdf",
+    log:
+        "logs/plot_tradeoff/plot_tradeoff.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        rows=figure_rows(),
+    script:
+        "../workflow/scripts/plot_tradeoff.py"
 
 
 # Whether the paper's claims hold on this run, from the collected table (fold-paired statistics).

@@ -90,6 +90,16 @@ BAD = [
     (("datasets", "mnist", "pad_to"), 28, "rows[3].teacher: model 'resnet' is not invariant to shift_2d"),
     (("datasets", "jets", "symmetries", "permutation", "transform"), "shift_2d",
      "datasets.jets.symmetries.permutation.transform: shift_2d acts on image"),
+    # distillation recipes
+    (("recipes",), {"dropout": {}}, "recipes"),
+    (("recipes",), {"consistency": {"lambda": [1.0, -0.5]}}, "recipes.consistency.lambda"),
+    (("recipes",), {"consistency": {"lambda": -1}}, "recipes.consistency.lambda"),
+    (("recipes",), {"consistency": {}}, "recipes.consistency"),
+    (("recipes",), {"consistency": {"lambda": [1, 1.0]}}, "recipes.consistency.lambda: [1, 1.0] repeats a value"),
+    (("recipes",), {"plain": {"direction": "sideways"}}, "recipes.plain.direction"),
+    (("recipes",), {"augmented": {"symmetry": "rotation"}},
+     "recipes.augmented.symmetry: 'rotation' is not a symmetry of dataset"),
+    (("recipes",), {"mixup": {"alpha": 0}}, "recipes.mixup.alpha"),
 ]
 
 

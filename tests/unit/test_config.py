@@ -65,10 +65,10 @@ def test_grid_of_the_paper_rows(paper_config, schema):
         ("mnist", "resnet-prime", "plain"),
     ]
     assert [d for d in distillations(paper_config) if d[0] == "mnist"] == [
-        ("mnist", "mlp", "plain", "mlp"),
-        ("mnist", "mlp", "translation", "mlp"),
-        ("mnist", "resnet", "plain", "mlp"),
-        ("mnist", "resnet-prime", "plain", "mlp"),
+        ("mnist", "mlp", "plain", "mlp", "plain"),
+        ("mnist", "mlp", "translation", "mlp", "plain"),
+        ("mnist", "resnet", "plain", "mlp", "plain"),
+        ("mnist", "resnet-prime", "plain", "mlp", "plain"),
     ]
     # the two ModelNet40 rows share DGN and DGN': 2 students x 2 + 2 teachers
     assert sorted(r[1:] for r in runs if r[0] == "modelnet40") == [

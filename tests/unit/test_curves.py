@@ -62,13 +62,13 @@ def tree(tmp_path):
 def test_parse_model_path():
     assert parse_model_path("results/mnist/train/resnet/translation/fold3/model.pt") == {
         "kind": "train", "dataset": "mnist", "model": "resnet", "augment": "translation",
-        "teacher": None, "teacher_augment": None, "temperature": pytest.approx(math.nan, nan_ok=True),
-        "fold": 3,
+        "teacher": None, "teacher_augment": None, "recipe": None,
+        "temperature": pytest.approx(math.nan, nan_ok=True), "fold": 3,
     }
     ids = parse_model_path("/x/results/jets/distill/jet-deepsets/plain/jet-mlp/T16/fold0/model.pt")
     assert ids == {"kind": "distill", "dataset": "jets", "model": "jet-mlp", "augment": "plain",
-                   "teacher": "jet-deepsets", "teacher_augment": "plain", "temperature": 16.0,
-                   "fold": 0}
+                   "teacher": "jet-deepsets", "teacher_augment": "plain", "recipe": "plain",
+                   "temperature": 16.0, "fold": 0}
     assert parse_model_path("results/a/distill/t/plain/s/T0.5/fold1/model.pt")["temperature"] == 0.5
     for bad in ("results/mnist/train/resnet/fold0/model.pt", "results/mnist/x/m/plain/fold0/model.pt",
                 "results/mnist/train/resnet/plain/fold0/other.pt"):

@@ -12,7 +12,8 @@ from kdinv import metrics
 from kdinv.data.splits import load_split, save_split, write_folds
 from kdinv.io import load_tensors, save_tensors
 from kdinv.symmetry.transforms import make_transform
-from kdinv.jobs import distill_student, evaluate_model, train_model
+from kdinv.evaluation import evaluate_runs
+from kdinv.jobs import distill_student, train_model
 from kdinv.models.checkpoint import load_model
 from kdinv.training import predict
 
@@ -123,9 +124,15 @@ def test_train_model_is_deterministic(files, tmp_path):
 # --- distill_student ---------------------------------------------------------------------------
 
 
+PLAIN_KD = {"recipe": "plain", "direction": "forward", "weight": None, "alpha": None, "symmetry": None,
+            "transform": None}
+
+
 def distill(files, teacher_logits, out_model, seed=3, temperature=4.0):
-    distill_student(files["train"], files["fold"], teacher_logits, STUDENT, temperature, "forward",
-                    seed, "cpu", out_model, {"student": "s", "T": temperature, "fold": 0})
+    # plain KD from the cache without a gate reads neither the teacher's model nor the test split
+    distill_student(files["train"], files["fold"], teacher_logits, "unused/model.pt", "unused/test.pt",
+                    STUDENT, temperature, PLAIN_KD, seed, "cpu", out_model,
+                    {"student": "s", "T": temperature, "fold": 0})
 
 
 def test_distill_student_writes_a_checkpoint(files, teacher, tmp_path):
@@ -186,10 +193,23 @@ IDS = {"dataset": "toy", "fold": 0, "kind": "distill", "model": "teacher", "augm
 
 
 def evaluate(model_file, files, out_dir, references=None, im_seed=42, symmetries=SYMMETRIES):
+    """evaluate_runs on one run; ``references``: name -> a file whose {"logits": ...} are a
+    reference's test logits (gathered into one file of {name: logits}, as the trained group's)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     out_metrics, out_logits = out_dir / "metrics.parquet", out_dir / "test_logits.pt"
-    table = evaluate_model(model_file, files["test"], symmetries, im_seed, references or {}, IDS,
-                           "cpu", 16, out_metrics, out_logits)
+    ref_file = None
+    if references:
+        ref_file = out_dir / "references.pt"
+        save_tensors({"logits": {k: _logits_of(v) for k, v in references.items()}}, ref_file)
+    run = {"dir": str(model_file.parent), "identifiers": IDS, "references": list(references or {})}
+    table = evaluate_runs([run], files["test"], files["train"], files["fold"], symmetries, im_seed, 7,
+                          "cpu", 16, out_metrics, reference_logits=ref_file, out_logits=out_logits)
     return table, out_metrics, out_logits
+
+
+def _logits_of(path):
+    logits = load_tensors(path)["logits"]
+    return logits["teacher/plain"] if isinstance(logits, dict) else logits
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +228,7 @@ def test_evaluate_without_references(files, teacher, first_eval):
     pd.testing.assert_frame_equal(on_disk, table, check_dtype=False)
     x, _, _ = load_split(files["test"])
     logits = predict(load_model(teacher[0]), x, 16, CPU)
-    torch.testing.assert_close(load_tensors(out_logits)["logits"], logits, atol=0, rtol=0)
+    torch.testing.assert_close(load_tensors(out_logits)["logits"]["teacher/plain"], logits, atol=0, rtol=0)
     assert not list(out_metrics.parent.glob("*.tmp*"))
 
 
@@ -244,7 +264,7 @@ def test_evaluate_against_references(files, teacher, first_eval, tmp_path):
         transformed = transform(x, torch.Generator().manual_seed(42))
         im = metrics.invariance(logits, predict(model, transformed, 16, CPU))
         assert row["im"] == pytest.approx(im, rel=1e-9, abs=1e-12)
-        ref = load_tensors(refs[row["reference"]])["logits"]
+        ref = _logits_of(refs[row["reference"]])
         assert row["agreement"] == pytest.approx(metrics.agreement(logits, ref), abs=1e-12)
         assert row["kl"] == pytest.approx(metrics.kl_divergence(ref, logits), rel=1e-9, abs=1e-12)
     theirs = table[table["reference"] == "other"]

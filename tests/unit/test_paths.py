@@ -27,7 +27,7 @@ def test_a_number_is_spelled_once_and_reads_back_as_itself(value):
     text = format_number(value)
     assert float(text) == float(value)
     assert format_number(text) == text
-    assert re.fullmatch(DISTILL.fields[4].regex, text)
+    assert re.fullmatch(next(f for f in DISTILL.fields if f.wildcard == "temperature").regex, text)
 
 
 def test_numbers_that_differ_get_different_spellings():
@@ -42,13 +42,17 @@ def test_numbers_that_differ_get_different_spellings():
 def test_directory_identifiers_and_parse_agree_for_every_kind():
     train = TRAIN.directory(dataset="mnist", model="resnet", augment="translation", fold=3)
     assert train == "results/mnist/train/resnet/translation/fold3"
-    distill = DISTILL.directory(dataset="jets", teacher="t", teacher_augment="plain", student="s",
-                                temperature=4.0, fold=0)
+    distill = DISTILL.directory(dataset="jets", method="plain", teacher="t", teacher_augment="plain",
+                                student="s", temperature=4.0, fold=0)
     assert distill == "results/jets/distill/t/plain/s/T4/fold0"
+    recipe = DISTILL.directory(dataset="jets", method="consistency_lambda0.5_permutation", teacher="t",
+                               teacher_augment="plain", student="s", temperature=4.0, fold=0)
+    assert recipe == "results/jets/distill-consistency_lambda0.5_permutation/t/plain/s/T4/fold0"
+    assert parse_run_dir(recipe)["recipe"] == "consistency_lambda0.5_permutation"
     for kind, path, wildcards in (
         (TRAIN, train, {"dataset": "mnist", "model": "resnet", "augment": "translation", "fold": "3"}),
-        (DISTILL, distill, {"dataset": "jets", "teacher": "t", "teacher_augment": "plain", "student": "s",
-                            "temperature": "4", "fold": "0"}),
+        (DISTILL, distill, {"dataset": "jets", "method": "distill", "teacher": "t", "teacher_augment": "plain",
+                            "student": "s", "temperature": "4", "fold": "0"}),
     ):
         ids = kind.identifiers(wildcards)
         parsed = parse_run_dir(path)
@@ -57,11 +61,12 @@ def test_directory_identifiers_and_parse_agree_for_every_kind():
             k: v for k, v in ids.items() if not (isinstance(v, float) and math.isnan(v))
         }
     assert parse_run_dir(distill)["model"] == "s" and parse_run_dir(distill)["augment"] == "plain"
+    assert parse_run_dir(distill)["recipe"] == "plain" and parse_run_dir(train)["recipe"] is None
     assert parse_run_dir("/elsewhere/" + distill + "/model.pt".removesuffix("/model.pt"))["fold"] == 0
     assert TRAIN.log("train_model") == "logs/train_model/mnist/{model}/{augment}/fold{fold}.log".replace(
         "mnist", "{dataset}")
     assert DISTILL.benchmark("distill_student") == (
-        "logs/benchmarks/distill_student/{dataset}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
+        "logs/benchmarks/distill_student/{dataset}/{method}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}.tsv"
     )
     with pytest.raises(ValueError, match="not a run folder"):
         parse_run_dir("results/mnist/train/resnet/fold0")
@@ -72,18 +77,18 @@ def test_a_new_wildcard_is_declared_once():
     all carry it, with no other change (this is how a recipe or a group would be added)."""
     extended = RunKind(
         "distill",
-        DISTILL.template.replace("/T{temperature}", "/{recipe}/T{temperature}"),
-        (*DISTILL.fields[:4], Field("recipe", regex=r"[a-z]+"), *DISTILL.fields[4:]),
+        DISTILL.template.replace("/T{temperature}", "/{group}/T{temperature}"),
+        (*DISTILL.fields[:5], Field("group", regex=r"[a-z]+"), *DISTILL.fields[5:]),
         constants=DISTILL.constants,
     )
-    path = extended.directory(dataset="d", teacher="t", teacher_augment="plain", student="s",
-                              recipe="augmented", temperature=2, fold=1)
-    assert path == "results/d/distill/t/plain/s/augmented/T2/fold1"
-    assert "{recipe}" in extended.log("distill_student")
+    path = extended.directory(dataset="d", method="plain", teacher="t", teacher_augment="plain",
+                              student="s", group="cfour", temperature=2, fold=1)
+    assert path == "results/d/distill/t/plain/s/cfour/T2/fold1"
+    assert "{group}" in extended.log("distill_student")
     m = extended.regex().search(path)
     ids = extended.identifiers(m.groupdict())
-    assert ids["recipe"] == "augmented" and ids["temperature"] == 2.0 and ids["model"] == "s"
-    assert "recipe" in extended.columns
+    assert ids["group"] == "cfour" and ids["temperature"] == 2.0 and ids["model"] == "s"
+    assert "group" in extended.columns
     with pytest.raises(ValueError, match="template wildcards"):
         RunKind("x", "results/{a}/{b}", (Field("a"),))
 

@@ -81,3 +81,14 @@ def test_torch_free_catalogs_name_the_same_things():
         assert structural_invariances(arch, 32) <= set(TRANSFORMS), arch
     for name, info in TRANSFORM_INFO.items():
         assert info.acts_on <= set(INPUT_KINDS), name
+
+
+def test_recipes_match_the_schema(schema):
+    from kdinv.distill.recipes import LIST_PARAMS, RECIPES, USES_SYMMETRY
+
+    recipes = schema["properties"]["recipes"]["properties"]
+    assert set(recipes) == set(RECIPES)
+    for name, entry in recipes.items():
+        params = set(entry["properties"])
+        expected = {"direction", *LIST_PARAMS.get(name, ()), *(("symmetry",) if name in USES_SYMMETRY else ())}
+        assert params == expected, name

@@ -9,7 +9,8 @@ import torch
 
 from kdinv.data.splits import load_fold_scaling, load_split, save_split, write_folds
 from kdinv.io import load_tensors
-from kdinv.jobs import distill_student, evaluate_model, train_model
+from kdinv.evaluation import evaluate_runs
+from kdinv.jobs import distill_student, train_model
 from kdinv.models.checkpoint import load_model
 from kdinv.data.scaling import fit_scaling
 from kdinv.models.wrappers import Standardized
@@ -88,11 +89,14 @@ def test_models_of_a_scaled_fold_carry_its_statistics_through_training_distillat
     cache = load_tensors(tmp_path / "t" / "train_logits.pt")["logits"]
     assert torch.allclose(cache, predict(model, x_train, 64, CPU), atol=1e-6)
     student = tmp_path / "s" / "model.pt"
-    distill_student(tmp_path / "train.pt", fold, tmp_path / "t" / "train_logits.pt", spec, 2.0, "forward", 2,
-                    "cpu", student, {"model": "s", "fold": "0"})
+    plain = {"recipe": "plain", "direction": "forward", "weight": None, "alpha": None, "symmetry": None,
+             "transform": None}
+    distill_student(tmp_path / "train.pt", fold, tmp_path / "t" / "train_logits.pt", teacher,
+                    tmp_path / "test.pt", spec, 2.0, plain, 2, "cpu", student, {"model": "s", "fold": "0"},
+                    gates={"perm": {"transform": "permute_set"}})  # the scaled teacher passes the gate
     assert isinstance(load_model(student), Standardized)
-    table = evaluate_model(student, tmp_path / "test.pt", {"perm": {"transform": "permute_set"}}, 5,
-                           {}, {"model": "s"}, "cpu", 32, tmp_path / "e" / "metrics.parquet",
-                           tmp_path / "e" / "test_logits.pt")
+    run = {"dir": str(student.parent), "identifiers": {"model": "s", "augment": "plain"}, "references": []}
+    table = evaluate_runs([run], tmp_path / "test.pt", tmp_path / "train.pt", fold,
+                          {"perm": {"transform": "permute_set"}}, 5, 6, "cpu", 32, tmp_path / "e" / "metrics.parquet")
     assert table["im"].iloc[0] < 1e-5  # DeepSets stays permutation-invariant behind the scaling
     assert table["accuracy"].iloc[0] > 0.6

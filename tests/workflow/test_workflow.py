@@ -70,8 +70,9 @@ def test_snakefmt_is_clean():
 
 def test_paper_scale_dag(tmp_path):
     """The default config plans the paper's four rows: 14 distinct trainings (each shared by every
-    row that needs it) x 5 folds, 16 distinct distillations x 4 temperatures x 5 folds, an
-    evaluation of each, and one fetch and preparation per dataset."""
+    row that needs it) x 5 folds, 16 distinct distillations x 4 temperatures x 5 folds, one
+    evaluation per dataset and fold of its trainings and per dataset, fold and temperature of its
+    distillations, and one fetch and preparation per dataset."""
     workdir = copy_workflow(tmp_path)
     out = run(["-n"], cwd=workdir).stdout
     assert planned_jobs(out) == {
@@ -84,10 +85,11 @@ def test_paper_scale_dag(tmp_path):
         "make_folds": 3,
         "train_model": 70,
         "distill_student": 320,
-        "evaluate_trained": 70,
-        "evaluate_distilled": 320,
+        "evaluate_trained": 15,  # one per dataset and fold
+        "evaluate_distilled": 60,  # one per dataset, fold and temperature (one recipe: plain)
         "collect_metrics": 1,
         "plot_figure1": 1,
+        "plot_tradeoff": 1,
         "write_findings": 1,
         "plot_curves": 1,
         "write_row_tables": 1,
@@ -146,13 +148,13 @@ def test_small_jobs_share_a_gpu(tmp_path):
     assert gpu(plain[("train_model", "mlp")]) == ("1", "", "50")
     assert gpu(plain[("distill_student", "deepsets-inv")]) == ("1", "", "50")
     assert gpu(plain[("distill_student", "jet-mlp")]) == ("1", "", "25")
-    assert gpu(plain[("evaluate_trained", "resnet")]) == ("1", "", "25")
+    assert gpu(plain[("evaluate_trained", None)]) == ("1", "", "25")
     assert gpu(shards[("train_model", "resnet")]) == ("1", "", "100")
     assert gpu(shards[("train_model", "mlp")]) == ("0", "shard:4", "50")
     assert gpu(shards[("distill_student", "jet-mlp")]) == ("0", "shard:2", "25")
-    assert gpu(shards[("evaluate_distilled", "jet-mlp")]) == ("0", "shard:2", "25")
+    assert gpu(shards[("evaluate_distilled", None)]) == ("0", "shard:2", "25")
     assert {gpu(r) for r in cpu.values() if "gpu" in r} == {("0", "", "0")}
-    assert len(cpu) >= 30  # every (rule, model) pair was parsed
+    assert len(cpu) >= 23  # every (rule, model) pair was parsed (evaluations: one per rule)
 
 
 def test_slurm_plugin_submits_shared_jobs_as_shards():
@@ -208,9 +210,14 @@ def test_smoke_run_metric_table(smoke_run):
     assert set(map(tuple, distilled[["dataset", "teacher", "teacher_augment", "model"]].drop_duplicates().values)) == (
         expected_distilled
     )
-    # one row per training and fold; per distillation, temperature and fold, s' twice (vs t' and t)
+    # one row per training and fold; per distillation, recipe variant (the paper's and plain
+    # reverse), temperature and fold, s' twice (vs t' and t)
     assert len(trained) == 2 * len(expected_trained)
-    assert len(distilled) == 2 * 2 * (len(expected_distilled) + len(ROWS))
+    assert len(distilled) == 2 * 2 * 2 * (len(expected_distilled) + len(ROWS))
+    assert set(distilled["recipe"]) == {"plain", "plain_reverse"}
+    assert set(distilled.loc[distilled["recipe"] == "plain_reverse", "kd_direction"]) == {"reverse"}
+    assert trained["recipe"].isna().all()
+    assert table["val_im"].notna().all() and table["val_accuracy"].between(0, 1).all()
     assert set(table["fold"]) == {0, 1}
     assert set(distilled["temperature"]) == {1.0, 4.0}
     for row in ROWS:
@@ -262,8 +269,8 @@ def test_adding_a_temperature_plans_only_its_jobs(smoke_run):
     (smoke_run / "more.yaml").write_text(yaml.safe_dump(cfg))
     proc = run(["-n", "--configfile", "more.yaml"], cwd=smoke_run)
     assert planned_jobs(proc.stdout) == {
-        "distill_student": 32,  # 16 distillations x 2 folds, at T = 8 only
-        "evaluate_distilled": 32,
+        "distill_student": 64,  # 16 distillations x 2 recipe variants x 2 folds, at T = 8 only
+        "evaluate_distilled": 12,  # 3 datasets x 2 variants x 2 folds, at T = 8 only
         **FINAL,
     }
     assert "/T8/" in proc.stdout and "/T1/" not in proc.stdout.replace("T1/fold", "")
@@ -324,10 +331,10 @@ def test_two_runs_give_bit_identical_metrics(smoke_run, tmp_path):
     again = copy_workflow(tmp_path / "again")
     targets = sorted(
         str(p.relative_to(smoke_run))
-        for p in (smoke_run / "results").rglob("metrics.parquet")
-        if "fold0" in p.parts and ("distill" not in p.parts or "T4" in p.parts)
+        for p in (smoke_run / "results").glob("*/evaluation/fold0/*.parquet")
+        if p.name in ("trained.parquet", "distill-T4.parquet")
     )
-    assert len(targets) == 14 + 16
+    assert len(targets) == 3 + 3  # every dataset: its trainings, and its distillations at T = 4
     run(["--cores", "2", "--configfile", "smoke.yaml", "--", *targets], cwd=again)
     for target in targets:
         first = pd.read_parquet(smoke_run / target)
@@ -365,31 +372,34 @@ def _plan_with(smoke_run: Path, change: dict, name: str) -> dict[str, int]:
 
 
 # What any new result reruns at the end; a config edit also rewrites the run settings.
-AFTER_RESULTS = {"collect_metrics": 1, "plot_figure1": 1, "write_findings": 1, "plot_curves": 1, "write_row_tables": 1, "all": 1}
+AFTER_RESULTS = {"collect_metrics": 1, "plot_figure1": 1, "plot_tradeoff": 1, "write_findings": 1, "plot_curves": 1,
+                 "write_row_tables": 1, "all": 1}
 FINAL = {**AFTER_RESULTS, "write_run_settings": 1}
 
 
 @pytest.mark.e2e
 def test_student_training_change_reruns_only_its_trainings_and_dependants(smoke_run):
     jobs = _plan_with(smoke_run, {"models": {"mlp": {"training": {"lr": 2.0e-3}}}}, "student.yaml")
-    # s and s_aug on 2 folds, their evaluations, and the self-distillations from them (2 T x 2 folds)
+    # s and s_aug on 2 folds, the evaluations of MNIST's 2 folds, the self-distillations from them
+    # (2 T x 2 folds) and the evaluations of MNIST's distillations at those (fold, T)
     assert jobs == {
-        "train_model": 4, "evaluate_trained": 4, "distill_student": 8, "evaluate_distilled": 8, **FINAL,
+        "train_model": 4, "evaluate_trained": 2, "distill_student": 16, "evaluate_distilled": 8, **FINAL,
     }
 
 
 @pytest.mark.e2e
 def test_student_distillation_change_reruns_only_distillations(smoke_run):
     jobs = _plan_with(smoke_run, {"models": {"mlp": {"distillation": {"lr": 2.0e-3}}}}, "kd.yaml")
-    assert jobs == {"distill_student": 16, "evaluate_distilled": 16, **FINAL}
+    assert jobs == {"distill_student": 32, "evaluate_distilled": 8, **FINAL}
 
 
 @pytest.mark.e2e
 def test_teacher_change_reruns_the_teacher_its_distillations_and_their_evaluations(smoke_run):
     jobs = _plan_with(smoke_run, {"models": {"resnet": {"training": {"lr": 2.0e-3}}}}, "teacher.yaml")
-    # t on 2 folds; t->s at 2 T x 2 folds; the evaluations of those and of s' (compared with t)
+    # t on 2 folds; t->s at 2 T x 2 folds; the evaluations of MNIST's folds (trained, and
+    # distilled at each T: they hold t->s and s', which is compared with t)
     assert jobs == {
-        "train_model": 2, "evaluate_trained": 2, "distill_student": 4, "evaluate_distilled": 8, **FINAL,
+        "train_model": 2, "evaluate_trained": 2, "distill_student": 8, "evaluate_distilled": 8, **FINAL,
     }
 
 
@@ -422,9 +432,10 @@ def test_deleted_checkpoint_is_redone_with_its_dependants_on_request(smoke_run, 
     finally:
         shutil.move(tmp_path / "model.pt", smoke_run / target)
     assert alone == {}
-    # t on fold 0, its evaluation, t->s on fold 0 at 2 T, their evaluations and those of s' (vs t)
+    # t on fold 0, the evaluation of MNIST's fold 0, t->s on fold 0 at 2 T and the evaluations of
+    # MNIST's fold 0 at those T (they hold s', compared with t)
     assert forced == {
-        "train_model": 1, "evaluate_trained": 1, "distill_student": 2, "evaluate_distilled": 4, **AFTER_RESULTS,
+        "train_model": 1, "evaluate_trained": 1, "distill_student": 4, "evaluate_distilled": 4, **AFTER_RESULTS,
     }
 
 
@@ -485,4 +496,27 @@ def test_readme_commands_need_only_requirements_txt(smoke_run, tmp_path):
         proc = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)
         assert proc.returncode == 0, f"{script.name}: {proc.stderr[-2000:]}"
+
+
+@pytest.mark.e2e
+def test_adding_a_recipe_plans_only_its_jobs(smoke_run):
+    """A new recipe plans its distillations (every role, temperature and fold) and their
+    evaluations, plus the summaries; no training, nothing of the recipes already run."""
+    smoke = yaml.safe_load((smoke_run / "smoke.yaml").read_text())
+    jobs = _plan_with(smoke_run, {"recipes": {**smoke["recipes"], "augmented": {}}}, "recipe.yaml")
+    # 16 distillations x 2 T x 2 folds; 3 datasets x 2 T x 2 folds evaluations
+    assert jobs == {"distill_student": 64, "evaluate_distilled": 12, **FINAL}
+
+
+@pytest.mark.e2e
+def test_removing_a_recipe_reruns_only_the_summaries(smoke_run):
+    """The smoke run ran plain reverse; without it nothing is trained, distilled or evaluated: only
+    the collected table, figures, findings and tables are written again (without that recipe)."""
+    from conftest import deep_merge
+
+    cfg = deep_merge(yaml.safe_load((smoke_run / "smoke.yaml").read_text()), {})
+    cfg["recipes"] = {}
+    (smoke_run / "no-recipe.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(run(["-n", "--configfile", "no-recipe.yaml"], cwd=smoke_run).stdout)
+    assert jobs == FINAL
 

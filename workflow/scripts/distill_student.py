@@ -1,24 +1,29 @@
-"""Rule distill_student: one distillation (teacher, student, temperature, fold)."""
+"""Rule distill_student: one distillation (teacher, student, recipe variant, temperature, fold)."""
 
+from kdinv.config import derive_seed, teacher_gates
 from kdinv.jobs import distill_student
 from kdinv.runtime import start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
-p = snakemake.params
-log.info("seed %d, T %g, kd_direction %s", p.seed, p.temperature, p.direction)
+p, w, config = snakemake.params, snakemake.wildcards, snakemake.config
+log.info("seed %d, T %g, recipe %s", p.seed, p.temperature, p.recipe)
 distill_student(
     train_split=snakemake.input.train,
     fold_file=snakemake.input.fold,
     teacher_logits=snakemake.input.teacher_logits,
+    teacher_model=snakemake.input.teacher_model,
+    test_split=snakemake.input.test,
     student_spec=p.spec,
     temperature=p.temperature,
-    direction=p.direction,
+    recipe=p.recipe,
     seed=p.seed,
     device=p.device,
     precision=p.precision,
     out_model=snakemake.output.model,
-    wildcards=dict(snakemake.wildcards.items()),
-    # read from the config, not a tracked param: how often the resume state is saved cannot change
-    # a result, so editing it reruns nothing
-    resume_every=snakemake.config["resume_every"],
+    wildcards=dict(w.items()),
+    # read from the config, not tracked params: the teacher gate and how often the resume state is
+    # saved cannot change a result, so editing them reruns nothing
+    gates=teacher_gates(config, w.dataset, w.teacher, w.teacher_augment),
+    gate_seed=derive_seed(config["seed"], "im", w.dataset, w.fold),
+    resume_every=config["resume_every"],
 )

@@ -94,7 +94,9 @@ def validate_config(config: dict, schema: dict) -> dict:
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     problems = _kind_keys(config)
     _fill_defaults(schema, config)
-    for check in (_temperatures, _rows, _row_models, _symmetries, _memory, _shards, _sources):
+    from kdinv.distill.recipes import check_recipes
+
+    for check in (_temperatures, _rows, _row_models, _symmetries, _memory, _shards, _sources, check_recipes):
         problems += check(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
@@ -356,20 +358,49 @@ def trained_runs(config: dict) -> list[tuple[str, str, str]]:
     return runs
 
 
-def distillations(config: dict) -> list[tuple[str, str, str, str]]:
-    """(dataset, teacher, teacher augment, student) of every distillation: s→s, s_aug→s, t→s, t'→s'."""
+def distillations(config: dict) -> list[tuple[str, str, str, str, str]]:
+    """(dataset, teacher, teacher augment, student, recipe variant) of every distillation: s→s,
+    s_aug→s, t→s, t'→s' for every variant of every row (the paper's ``plain`` first; see
+    :mod:`kdinv.distill.recipes`)."""
+    from kdinv.distill.recipes import row_variants
+
     runs = []
     for row in config["rows"]:
         d, s = row["dataset"], row["student"]
-        for run in (
-            (d, s, PLAIN, s),
-            (d, s, row["symmetry"], s),
-            (d, row["teacher"], PLAIN, s),
-            (d, row["teacher_prime"], PLAIN, s),
-        ):
-            if run not in runs:
-                runs.append(run)
+        for variant in row_variants(config, row):
+            vid = variant.id(config["kd_direction"])
+            for run in (
+                (d, s, PLAIN, s, vid),
+                (d, s, row["symmetry"], s, vid),
+                (d, row["teacher"], PLAIN, s, vid),
+                (d, row["teacher_prime"], PLAIN, s, vid),
+            ):
+                if run not in runs:
+                    runs.append(run)
     return runs
+
+
+def variants_by_id(config: dict) -> dict:
+    """Every recipe variant of the config's rows by its id (``plain``: the paper's)."""
+    from kdinv.distill.recipes import row_variants
+
+    return {v.id(config["kd_direction"]): v for row in config["rows"] for v in row_variants(config, row)}
+
+
+def teacher_gates(config: dict, dataset: str, teacher: str, teacher_augment: str) -> dict[str, dict]:
+    """The symmetries (name -> transform entry) a distillation's teacher must be invariant to
+    before it is distilled: those of the rows in which it is t or t' (DECISIONS.md, "What every
+    teacher must show"), unless the row allows a non-invariant teacher. Empty for a student as
+    teacher (s→s, s_aug→s)."""
+    gates = {}
+    if teacher_augment != PLAIN:
+        return gates
+    for row in config["rows"]:
+        if (row["dataset"] == dataset and teacher in (row["teacher"], row["teacher_prime"])
+                and not row.get("allow_non_invariant_teachers")):
+            spec = config["datasets"][dataset]["symmetries"][row["symmetry"]]
+            gates[row["symmetry"]] = {k: v for k, v in spec.items() if k not in AUGMENT_KEYS}
+    return canonical(gates)
 
 
 def fidelity_references(config: dict, dataset: str, teacher: str, teacher_augment: str, student: str):

@@ -3,8 +3,10 @@
 - :func:`train_model`: supervised training of one model on one fold, plain or on transformed
   data; also writes the model's logits on the whole (un-transformed) training split, the cache
   every distillation from this model reuses (DECISIONS.md: computed once per teacher and fold).
-- :func:`distill_student`: one distillation (teacher, student, temperature, fold) from that cache.
-- :func:`evaluate_model`: the paper's metrics on the held-out test split.
+- :func:`distill_student`: one distillation (teacher, student, recipe variant, temperature, fold),
+  from that cache where the recipe allows, after the teacher gate.
+
+The evaluation jobs call :func:`kdinv.evaluation.evaluate_runs`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,10 +21,9 @@ import torch.nn.functional as F
 
 from kdinv import metrics
 from kdinv.data.splits import load_fold, load_fold_scaling, load_split
-from kdinv.distill.losses import kd_loss
 from kdinv.io import load_tensors, save_tensors
 from kdinv.models.checkpoint import build_from_spec, checkpoint, load_model, with_scaling
-from kdinv.symmetry.transforms import make_augmentation, make_transform
+from kdinv.symmetry.transforms import make_augmentation
 from kdinv.training import TrainConfig, fit, outputs_loss, pick_device, predict, seed_everything
 
 log = logging.getLogger(__name__)
@@ -100,26 +100,48 @@ def train_model(
     _resume_file(out_model).unlink(missing_ok=True)
 
 
+def _load_teacher(path) -> torch.nn.Module:
+    """A teacher from its checkpoint, without drawing from the global generators (building a
+    model initialises weights before the checkpoint's replace them)."""
+    with torch.random.fork_rng(devices=[]):
+        return load_model(path)
+
+
 def distill_student(
     train_split: str | Path,
     fold_file: str | Path,
     teacher_logits: str | Path,
+    teacher_model: str | Path,
+    test_split: str | Path,
     student_spec: dict,
     temperature: float,
-    direction: str,
+    recipe: dict,
     seed: int,
     device: str,
     out_model: str | Path,
     wildcards: dict,
+    gates: dict[str, dict] | None = None,
+    gate_seed: int = 0,
     resume_every: int = 1,
     precision: str = "float32",
 ) -> None:
-    """Distil the cached teacher logits into a freshly initialised student (alpha = 1: KD term only).
+    """Distil a teacher into a freshly initialised student by one recipe variant (alpha = 1: the
+    distillation term only; :func:`kdinv.distill.losses.recipe_loss`).
 
-    The student sees the un-transformed training part of the fold; the student's own
-    ``distillation`` block gives the hyperparameters. Validation accuracy against the true labels
-    drives early stopping and the best-weights choice, as for every other model.
+    First the teacher gate: for each symmetry of ``gates`` (the rows in which the teacher is t or
+    t'; :func:`kdinv.config.teacher_gates`) the teacher's IM in float64 on the test split must be
+    at most 1e-4, else nothing is trained (:class:`kdinv.evaluation.TeacherNotInvariant`).
+
+    Targets: the cached teacher logits on the untransformed training data, except where the
+    recipe needs the teacher on other inputs: ``augmented`` uses the cache only for a teacher that
+    passed the gate for the recipe's symmetry and whose cache matches its outputs on transformed
+    training inputs (IM ≤ 1e-4 on a sample), else it runs the teacher on every batch; ``mixup``
+    always does. The student's own ``distillation`` block gives the hyperparameters; validation
+    accuracy against the true labels drives early stopping and the best-weights choice.
     """
+    from kdinv.distill.losses import recipe_loss
+    from kdinv.evaluation import TEACHER_IM_MAX, logits_in, teacher_gate, transformed_copies
+
     dev = pick_device(device)
     generator = seed_everything(seed)
     x, y, num_classes, train_idx, val_idx = _fold_data(train_split, fold_file)
@@ -129,15 +151,38 @@ def distill_student(
             f"{teacher_logits}: teacher logits of shape {tuple(cached.shape)} do not fit the training "
             f"split ({len(y)} samples, {num_classes} classes)"
         )
+    name = " ".join(f"{k}={v}" for k, v in wildcards.items())
+    # the student first: its initialisation draws from the global generator, and nothing the
+    # teacher gate or the recipe does below may change it
     scaling = load_fold_scaling(fold_file)
     model = build_from_spec(student_spec, x.shape[1:], num_classes, scaling)
+    teacher = None
+    if gates:
+        teacher = _load_teacher(teacher_model)
+        x_test, _, _ = load_split(test_split)
+        teacher_gate(teacher, x_test, gates, gate_seed, 512, dev, f"{name}: teacher {teacher_model}")
+    augment = make_augmentation(recipe["transform"]) if recipe.get("transform") else None
+    per_batch = recipe["recipe"] == "mixup" or (
+        recipe["recipe"] == "augmented" and recipe["symmetry"] not in (gates or {})
+    )
+    if recipe["recipe"] == "augmented" and not per_batch:
+        # the gate passed on test inputs; check the cache against the teacher on transformed
+        # training inputs too, the inputs the student will see
+        sample = train_idx[:512]
+        moved = transformed_copies(x[sample], recipe["transform"], seed)
+        gap = metrics.invariance(cached[sample], logits_in(teacher, moved, 512, dev))
+        per_batch = not gap <= TEACHER_IM_MAX
+        log.info("%s: cached teacher outputs vs the teacher on transformed training inputs: IM %.3g (%s)",
+                 name, gap, "cache used" if not per_batch else "the teacher runs on every batch")
+    if per_batch:
+        teacher = (teacher or _load_teacher(teacher_model)).to(dev).eval()
+        log.info("%s: recipe %s runs the teacher on every batch", name, recipe["recipe"])
     cfg = TrainConfig.from_dict(student_spec["distillation"])
-    loss = outputs_loss(partial(kd_loss, temperature=temperature, direction=direction))
-    name = " ".join(f"{k}={v}" for k, v in wildcards.items())
+    loss = recipe_loss(recipe, temperature, augment, teacher if per_batch else None)
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
         resume=_resume_file(out_model), resume_every=resume_every, precision=precision, seed=seed,
-        fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards, precision),
+        fingerprint=_fingerprint(student_spec, temperature, recipe, seed, wildcards, precision),
     )
     save_tensors(
         with_scaling(
@@ -148,68 +193,3 @@ def distill_student(
         out_model,
     )
     _resume_file(out_model).unlink(missing_ok=True)
-
-
-
-
-def evaluate_model(
-    model_file: str | Path,
-    test_split: str | Path,
-    symmetries: dict[str, dict],
-    im_seed: int,
-    references: dict[str, str | Path],
-    identifiers: dict,
-    device: str,
-    batch_size: int,
-    out_metrics: str | Path,
-    out_logits: str | Path,
-) -> "pandas.DataFrame":
-    """Accuracy, NLL, ECE and IM of one model on the test split, plus fidelity to its references.
-
-    Args:
-        symmetries: name -> transform spec; IM is reported for each, on one transformed copy per
-            test sample drawn from a generator seeded with ``im_seed`` (the same copies for every
-            model of a fold, so models are compared on identical inputs).
-        references: name -> a teacher's test logits file; agreement and KL(P_t ‖ P_s) are reported
-            against each (a distilled model's own teacher, and for s' also the row's teacher t).
-            Empty for models trained without a teacher.
-        identifiers: columns copied into every row (dataset, fold, model, ...).
-
-    Writes one row per (symmetry, reference) to ``out_metrics`` and the test logits [N, C] to
-    ``out_logits`` (what a student's evaluation compares against when this model is a teacher).
-    """
-    import pandas as pd  # only evaluation jobs need pandas; training jobs start faster without it
-
-    dev = pick_device(device)
-    x, y, _ = load_split(test_split)
-    model = load_model(model_file).to(dev)
-    logits = predict(model, x, batch_size, dev)
-    base = {
-        "accuracy": metrics.accuracy(logits, y),
-        "nll": metrics.nll(logits, y),
-        "ece": metrics.ece(logits, y),
-        "n_test": len(y),
-    }
-    fidelity = {None: {"agreement": float("nan"), "kl": float("nan")}}
-    if references:
-        fidelity = {}
-        for ref, path in references.items():
-            teacher = load_tensors(path)["logits"]
-            fidelity[ref] = {
-                "agreement": metrics.agreement(logits, teacher),
-                "kl": metrics.kl_divergence(teacher, logits),
-            }
-    rows = []
-    for sym_name, spec in symmetries.items():
-        generator = torch.Generator().manual_seed(im_seed)
-        transformed = make_transform(spec)(x, generator)
-        im = metrics.invariance(logits, predict(model, transformed, batch_size, dev))
-        for ref, fid in fidelity.items():
-            rows.append({**identifiers, "symmetry": sym_name, "reference": ref, **base, "im": im, **fid})
-    table = pd.DataFrame(rows)
-    save_tensors({"logits": logits}, out_logits)
-    Path(out_metrics).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out_metrics).with_suffix(".tmp.parquet")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(out_metrics)
-    return table

@@ -12,12 +12,19 @@ columns follow from it.
 kind       run folder
 =========  ======================================================================================
 train      ``results/{dataset}/train/{model}/{augment}/fold{fold}``
-distill    ``results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}``
+distill    ``results/{dataset}/{method}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}``
 =========  ======================================================================================
 
 ``{augment}`` is "plain" or a symmetry name (training on transformed data); ``{temperature}`` is
-written in one spelling (4, not 4.0; :func:`format_number`). A distilled student is trained on
-plain data, so its ``augment`` column is "plain" and its ``model`` column is the student.
+written in one spelling (4, not 4.0; :func:`format_number`). ``{method}`` is ``distill`` for the
+paper's plain KD and ``distill-<variant>`` for a distillation recipe's variant
+(:mod:`kdinv.distill.recipes`); the ``recipe`` column holds ``plain`` or the variant. A distilled
+student is trained on plain data, so its ``augment`` column is "plain" and its ``model`` column is
+the student.
+
+The evaluation of a dataset's fold writes one table per group of runs that a config edit adds or
+removes together (:data:`EVALUATION`): the trained models, and the distillations of one method at
+one temperature.
 
 Imports no torch and no pandas: the Snakefile reads it while building the DAG.
 """
@@ -140,6 +147,15 @@ def _fold(text: str) -> int:
     return int(text)
 
 
+def method_of(recipe: str) -> str:
+    """The run folder's ``{method}`` segment of a recipe variant (``plain``: the paper's)."""
+    return "distill" if recipe == PLAIN else f"distill-{recipe}"
+
+
+def recipe_of(method: str) -> str:
+    return PLAIN if method == "distill" else method.removeprefix("distill-")
+
+
 def _temperature(text: str) -> float:
     return float(text)
 
@@ -153,13 +169,14 @@ TRAIN = RunKind(
         Field("augment"),
         Field("fold", regex=r"\d+", parse=_fold),
     ),
-    constants={"teacher": None, "teacher_augment": None, "temperature": math.nan},
+    constants={"teacher": None, "teacher_augment": None, "temperature": math.nan, "recipe": None},
 )
 DISTILL = RunKind(
     "distill",
-    "results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}",
+    "results/{dataset}/{method}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}",
     (
         Field("dataset"),
+        Field("method", column="recipe", regex=r"distill(?:-[^/]+)?", parse=recipe_of, format=method_of),
         Field("teacher"),
         Field("teacher_augment"),
         Field("student", column="model"),
@@ -171,7 +188,7 @@ DISTILL = RunKind(
 RUN_KINDS: dict[str, RunKind] = {k.kind: k for k in (TRAIN, DISTILL)}
 
 ID_COLUMNS: list[str] = ["kind", "dataset", "model", "augment", "teacher", "teacher_augment",
-                         "temperature", "fold"]  # fmt: skip
+                         "recipe", "temperature", "fold"]  # fmt: skip
 """The identifier columns of a run, in table order (every kind fills each of them)."""
 
 RUN_COLUMNS: list[str] = [c for c in ID_COLUMNS if c not in ("dataset", "fold")]
@@ -180,6 +197,15 @@ RUN_COLUMNS: list[str] = [c for c in ID_COLUMNS if c not in ("dataset", "fold")]
 for _kind in RUN_KINDS.values():
     if set(_kind.columns) | {"kind"} != set(ID_COLUMNS):
         raise ValueError(f"{_kind.kind}: columns {sorted(_kind.columns)} do not cover {ID_COLUMNS}")
+
+
+EVALUATION = {
+    "trained": "results/{dataset}/evaluation/fold{fold}/trained.parquet",
+    "trained_logits": "results/{dataset}/evaluation/fold{fold}/trained_test_logits.pt",
+    "distilled": "results/{dataset}/evaluation/fold{fold}/{method}-T{temperature}.parquet",
+}
+"""The evaluation tables of one dataset's fold: every trained model's (and their test logits, the
+references of fidelity), and per method and temperature every distilled student's."""
 
 
 def parse_run_dir(path: str | PurePath) -> dict:
@@ -201,4 +227,5 @@ def run_label(ids: Mapping) -> str:
     if ids["kind"] == TRAIN.kind:
         return ids["model"] if ids["augment"] == PLAIN else f"{ids['model']} ({ids['augment']})"
     teacher = ids["teacher"] if ids["teacher_augment"] == PLAIN else f"{ids['teacher']} ({ids['teacher_augment']})"
-    return f"{teacher} → {ids['model']}, T={ids['temperature']:g}"
+    recipe = "" if ids.get("recipe", PLAIN) == PLAIN else f" [{ids['recipe']}]"
+    return f"{teacher} → {ids['model']}{recipe}, T={ids['temperature']:g}"

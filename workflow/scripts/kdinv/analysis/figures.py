@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from kdinv.analysis.claims import Series, select  # noqa: E402
+
 COLUMNS = [
     ("accuracy", "Accuracy"),
     ("nll", "NLL"),
@@ -32,42 +34,23 @@ def _mean_sd(values: pd.Series) -> tuple[float, float]:
 
 
 def row_series(table: pd.DataFrame, row: dict) -> tuple[dict, dict]:
-    """The dashed (per-model) and solid (per-temperature) series of one figure row.
+    """The dashed (per-model) and solid (per-temperature) series of one figure row, the paper's
+    runs only (recipe ``plain``; the recipes are in :func:`plot_tradeoff`).
 
     Returns ({label: rows of the table}, {label: rows of the table}); each frame has one row per
     fold (and per temperature for the solid ones).
     """
-    d, sym = row["dataset"], row["symmetry"]
-    t, tp, s = row["teacher"], row["teacher_prime"], row["student"]
-    df = table[(table["dataset"] == d) & (table["symmetry"] == sym)]
-    trained = df[df["kind"] == "train"]
-    distilled = df[df["kind"] == "distill"]
-
-    def trained_run(model, augment):
-        return trained[(trained["model"] == model) & (trained["augment"] == augment)]
-
-    def distilled_run(teacher, augment, reference):
-        sel = distilled[
-            (distilled["model"] == s)
-            & (distilled["teacher"] == teacher)
-            & (distilled["teacher_augment"] == augment)
-        ]
-        return sel[sel["reference"] == f"{reference[0]}/{reference[1]}"]
-
     # Keys are the roles, the same in every row, so one legend serves the figure; the models of a
     # row are named on its y label.
-    dashed = {
-        "s": trained_run(s, "plain"),
-        "s augmented": trained_run(s, sym),
-        "t": trained_run(t, "plain"),
-    }
-    solid = {
-        "s → s (self)": distilled_run(s, "plain", (s, "plain")),
-        "s aug. → s": distilled_run(s, sym, (s, sym)),
-        "t → s": distilled_run(t, "plain", (t, "plain")),
-        "t' → s' (vs t)": distilled_run(tp, "plain", (t, "plain")),
-    }
+    dashed = {label: select(table, row, Series(role, label)) for label, role in DASHED.items()}
+    solid = {label: select(table, row, Series(role, label, reference=ref))
+             for label, (role, ref) in SOLID.items()}  # fmt: skip
     return dashed, solid
+
+
+DASHED = {"s": "s", "s augmented": "s_aug", "t": "t"}
+SOLID = {"s → s (self)": ("s→s", "own"), "s aug. → s": ("s_aug→s", "own"), "t → s": ("t→s", "own"),
+         "t' → s' (vs t)": ("t'→s'", "teacher")}  # fmt: skip
 
 
 def row_title(row: dict) -> str:
@@ -124,5 +107,73 @@ def plot_figure1(metrics_path, rows: list[dict], temperatures: list[float], out_
     fig.suptitle("Knowledge distillation of symmetry invariances (mean ± s.d. over folds)", y=0.995)
     fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.25 / height))
     fig.savefig(out_png, dpi=200)
+    fig.savefig(out_pdf)
+    plt.close(fig)
+
+
+ROLE_MARKERS = {"s→s": "o", "s_aug→s": "s", "t→s": "^", "t'→s'": "v"}
+BASELINES = {"t": ("*", "t"), "t'": ("P", "t'"), "s": ("X", "s"), "s_aug": ("D", "s augmented")}
+
+
+def _mean_sd_xy(frame: pd.DataFrame) -> tuple[float, float, float, float]:
+    mx, sx = _mean_sd(frame["im"])
+    my, sy = _mean_sd(frame["accuracy"])
+    return mx, sx, my, sy
+
+
+def plot_tradeoff(metrics_path, rows: list[dict], out_png, out_pdf) -> None:
+    """Per row, invariance (IM, x) against accuracy (y): one marker per model, recipe variant and
+    temperature (mean ± s.d. over folds on both axes), the teacher and the paper's baselines (s, s
+    augmented, t, t') in black. Colour: the recipe variant; marker: the distillation's role;
+    lighter: lower temperature. Drawn from the collected metric table only."""
+    table = pd.read_parquet(metrics_path)
+    sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
+    if "recipe" not in table:
+        table = table.assign(recipe=table["kind"].map({"distill": "plain"}))
+    variants = [v for v in dict.fromkeys(table["recipe"].dropna()) if v is not None]
+    variants = ["plain"] + sorted(v for v in variants if v != "plain")
+    colours = dict(zip(variants, sns.color_palette("tab10" if len(variants) <= 10 else "husl", len(variants))))
+    temps = sorted(table["temperature"].dropna().unique())
+    cols = min(len(rows), 3)
+    nrows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows + 0.9), squeeze=False)
+    handles = {}
+    for i, row in enumerate(rows):
+        ax = axes[i // cols, i % cols]
+        for role, (marker, label) in BASELINES.items():
+            frame = select(table, row, Series(role, label))
+            if frame.empty:
+                continue
+            mx, sx, my, sy = _mean_sd_xy(frame)
+            h = ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt=marker, color="black", ms=7, capsize=2, zorder=3)
+            handles[label] = h
+        for variant in variants:
+            for role, marker in ROLE_MARKERS.items():
+                frame = select(table, row, Series(role, role, variant=variant))
+                for rank, temp in enumerate(temps):
+                    at_t = frame[frame["temperature"] == temp]
+                    if at_t.empty:
+                        continue
+                    mx, sx, my, sy = _mean_sd_xy(at_t)
+                    mix = 0.0 if len(temps) <= 1 else 0.55 * (len(temps) - 1 - rank) / (len(temps) - 1)
+                    colour = tuple(c + (1 - c) * mix for c in colours[variant])
+                    ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt=marker, color=colour, ms=5, capsize=1.5,
+                                elinewidth=0.8, alpha=0.9)
+                    handles.setdefault(f"recipe: {variant}", plt.Line2D([], [], color=colours[variant], lw=3))
+                    handles.setdefault(role, plt.Line2D([], [], marker=marker, color="grey", ls="none"))
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_xlim(left=0)
+        ax.set_xlabel("IM (lower: more invariant)")
+        ax.set_ylabel("Accuracy")
+        ax.set_title(row_title(row).replace("\n", " · "), fontsize=7)
+    for j in range(len(rows), nrows * cols):
+        axes[j // cols, j % cols].set_axis_off()
+    if len(temps) > 1:
+        handles["lighter: lower T (" + ", ".join(f"{t:g}" for t in temps) + ")"] = plt.Line2D([], [], color="none")
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=4, frameon=False,
+               fontsize=7)
+    fig.suptitle("Invariance against accuracy per recipe (mean ± s.d. over folds)")
+    fig.tight_layout(rect=(0, 0.9 / (3.4 * nrows + 0.9) + 0.06, 1, 0.97))
+    fig.savefig(out_png, dpi=170)
     fig.savefig(out_pdf)
     plt.close(fig)

@@ -74,9 +74,11 @@ from kdinv.analysis.claims import (
     CLAIM_OF,
     CLAIMS,
     COMPARISONS,
+    PAPER_CLAIMS,
     Comparison,
     at,
     best_temperature,
+    best_variant,
     fmt,
     interval,
     per_fold,
@@ -89,8 +91,8 @@ __all__ = ["FAILS", "HOLDS", "UNSURE", "findings_table", "paired_stats", "to_htm
 
 COLUMNS = [
     "row", "dataset", "symmetry", "teacher", "teacher_prime", "student", "comparison", "claim",
-    "temperature", "best_temperature", "a", "b", "mean_a", "mean_b", "max_a", "mean_diff", "sd_diff",
-    "ci_low", "ci_high", "n_folds", "threshold", "verdict",
+    "temperature", "best_temperature", "best_lambda", "a", "b", "mean_a", "mean_b", "max_a", "mean_diff",
+    "sd_diff", "ci_low", "ci_high", "n_folds", "threshold", "verdict",
 ]
 
 
@@ -99,6 +101,21 @@ def _temperatures(frames) -> list[float]:
     for f in frames:
         values.update(float(v) for v in f["temperature"].dropna().unique())
     return sorted(values)
+
+
+def _present(table: pd.DataFrame, comp: Comparison) -> bool:
+    """Whether the run has the recipes a comparison needs (the paper's plain runs always count)."""
+    for s in (comp.a, comp.b):
+        if s is None or "→" not in s.role or (s.recipe == "plain" and s.direction is None):
+            continue
+        if "recipe_name" not in table:
+            return False
+        sel = table["recipe_name"] == s.recipe
+        if s.direction is not None:
+            sel &= table["kd_direction"] == s.direction
+        if not sel.any():
+            return False
+    return True
 
 
 def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
@@ -112,34 +129,41 @@ def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
             frames[series] = select(table, row, series)
         return frames[series]
 
-    def values(series, metric, temperature=None):
+    def values(series, metric, temperature=None, choose=None):
         f = frame(series)
-        what = f"{name}: {series.role}" + ("" if temperature is None else f" T={temperature:g}")
-        return per_fold(f if temperature is None else at(f, temperature), metric, what)
+        f = f if temperature is None else at(f, temperature)
+        lam = math.nan
+        if choose == "lambda":
+            f, lam = best_variant(f)
+        what = f"{name}: {series.role} {series.recipe}" + ("" if temperature is None else f" T={temperature:g}")
+        return per_fold(f, metric, what), lam
 
-    def record(comp: Comparison, st: dict, temperature=math.nan, best=math.nan) -> dict:
+    def record(comp: Comparison, st: dict, temperature=math.nan, best=math.nan, lam=math.nan) -> dict:
         threshold = comp.threshold(st) if comp.rule else math.nan
         verdict = decide(st, threshold, comp.rule) if comp.rule else None
         return {
             **base, "comparison": comp.name, "claim": CLAIM_OF[comp.name], "temperature": temperature,
-            "best_temperature": best, "a": comp.a.label, "b": comp.b.label if comp.b else "0", **st,
+            "best_temperature": best, "best_lambda": lam, "a": comp.a.label,
+            "b": comp.b.label if comp.b else "0", **st,
             "threshold": threshold, "verdict": verdict,
         }
 
     out = []
-    for comp in (c for c in COMPARISONS if c.when == "once"):
-        b = values(comp.b, comp.metric) if comp.b else None
-        out.append(record(comp, paired_stats(values(comp.a, comp.metric), b)))
-    per_t = [c for c in COMPARISONS if c.when == "per_temperature"]
+    comparisons = [c for c in COMPARISONS if _present(table, c)]
+    for comp in (c for c in comparisons if c.when == "once"):
+        b = values(comp.b, comp.metric)[0] if comp.b else None
+        out.append(record(comp, paired_stats(values(comp.a, comp.metric)[0], b)))
+    per_t = [c for c in comparisons if c.when == "per_temperature"]
     used = {s for c in per_t for s in (c.a, c.b) if s is not None}
     for temp in _temperatures(frame(s) for s in used):
         for comp in per_t:
-            a, b = (values(s, comp.metric, temp if "→" in s.role else None) for s in (comp.a, comp.b))
-            out.append(record(comp, paired_stats(a, b), temperature=temp))
-    for comp in (c for c in COMPARISONS if c.when == "best_temperature"):
+            a, lam = values(comp.a, comp.metric, temp if "→" in comp.a.role else None, comp.choose)
+            b = values(comp.b, comp.metric, temp if "→" in comp.b.role else None)[0]
+            out.append(record(comp, paired_stats(a, b), temperature=temp, lam=lam))
+    for comp in (c for c in comparisons if c.when == "best_temperature"):
         best = best_temperature(frame(comp.a))
-        a = pd.Series(dtype=float) if math.isnan(best) else values(comp.a, comp.metric, best)
-        b = values(comp.b, comp.metric, None if "→" not in comp.b.role else best)
+        a = pd.Series(dtype=float) if math.isnan(best) else values(comp.a, comp.metric, best)[0]
+        b = values(comp.b, comp.metric, None if "→" not in comp.b.role else best)[0]
         out.append(record(comp, paired_stats(a, b), best=best))
     return out
 
@@ -149,7 +173,7 @@ def findings_table(table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     records = [r for row in rows for r in _row_records(table, row)]
     out = pd.DataFrame.from_records(records, columns=COLUMNS)
     out["n_folds"] = out["n_folds"].astype("int64")
-    for col in ("temperature", "best_temperature", "mean_a", "mean_b", "max_a", "mean_diff",
+    for col in ("temperature", "best_temperature", "best_lambda", "mean_a", "mean_b", "max_a", "mean_diff",
                 "sd_diff", "ci_low", "ci_high", "threshold"):
         out[col] = out[col].astype(float)
     return out
@@ -161,6 +185,8 @@ def _row_verdicts(f: pd.DataFrame, row: dict) -> list[tuple[str, str, str]]:
     for claim in CLAIMS:
         names = [c.name for c in claim.comparisons]
         items = f[f["comparison"].isin(names)].sort_values("temperature")
+        if items.empty and claim.id not in PAPER_CLAIMS:
+            continue  # a claim about a recipe this run did not use
         verdict = claim.verdict(items)
         out.append((claim.title, verdict, claim.sentence(items, row, verdict)))
     return out
@@ -186,7 +212,12 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
         "",
         "Differences are means over folds paired by fold, with the 95 % t-interval over folds "
         "in brackets. ✓ the claim tested by the column holds at that T, ✗ it does not, ? "
-        "inconclusive. The rules are in the docstring of `kdinv/analysis/findings.py`.",
+        "inconclusive. The rules are in `kdinv/analysis/claims.py` (one object per claim) and the "
+        "docstring of `kdinv/analysis/findings.py`.",
+        "",
+        "The folds share training data (each pair of folds trains on overlapping parts of the "
+        "training split) and the teacher of a fold is reused by every student of that fold, so the "
+        "fold-paired t-intervals are approximate: they treat the folds as independent.",
         "",
     ]
     columns = [
@@ -195,6 +226,15 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
         ("agreement_kd_minus_control", "agr(t→s) − agr(t'→s' vs t)"),
         ("accuracy_kd_minus_alone", "acc(t→s) − acc(s)"),
     ]
+    recipe_columns = [
+        ("im_augmented_kd_minus_aug", "IM(t→s, aug.) − IM(s_aug)"),
+        ("accuracy_augmented_kd_minus_aug", "acc(t→s, aug.) − acc(s_aug)"),
+        ("im_augmented_kd_minus_self", "IM(t→s, aug.) − IM(s→s, aug.)"),
+        ("im_consistency_minus_plain", "IM(t→s, cons.) − IM(t→s)"),
+        ("accuracy_reverse_minus_forward", "acc(reverse) − acc(forward)"),
+    ]
+    present = set(findings["comparison"])
+    columns += [c for c in recipe_columns if c[0] in present]
     for name, items in verdicts.items():
         f = findings[findings["row"] == name]
         lines.append(f"## {name}")
@@ -249,6 +289,9 @@ def to_html(findings: pd.DataFrame, verdicts_by_row: dict) -> str:
         "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
         "</style></head><body>",
         '<h1 id="findings">Findings: do the paper\'s claims hold on this run?</h1>',
+        "<p>Differences are fold-paired means with 95 % t-intervals. The folds share training data "
+        "and each fold's teacher serves all its students, so the intervals are approximate: they "
+        "treat the folds as independent.</p>",
     ]
     for name, claims in verdicts_by_row.items():
         parts.append(f'<h2 class="row">{html.escape(str(name))}</h2><ul>')

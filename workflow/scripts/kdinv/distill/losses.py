@@ -45,3 +45,85 @@ def kd_loss(
     else:
         per_sample = (log_ps.exp() * (log_ps - log_pt)).sum(dim=1)
     return temperature**2 * per_sample.mean()
+
+
+def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) -> torch.Tensor:
+    """mean_i ‖softmax(z(x_i)) − softmax(z(g_i·x_i))‖₂²: the invariance metric's per-sample term
+    (paper Eq. 3, at T = 1), squared so that it is differentiable everywhere (BEYOND.md §1,
+    recipe ``consistency``). Both arguments carry the student's gradient.
+
+    Args:
+        logits, transformed_logits: [B, C] the student on x and on its transformed copies.
+    """
+    if logits.shape != transformed_logits.shape:
+        raise ValueError(f"logit shapes differ: {tuple(logits.shape)} vs {tuple(transformed_logits.shape)}")
+    diff = logits.float().softmax(dim=1) - transformed_logits.float().softmax(dim=1)
+    return diff.pow(2).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's float32 logits on ``x`` in eval mode, without gradient (as the cache holds)."""
+    teacher.eval()
+    return teacher(x).float()
+
+
+def recipe_loss(recipe: dict, temperature: float, augment=None, teacher: torch.nn.Module | None = None):
+    """The batch loss (``kdinv.training.BatchLoss``) of a recipe variant's spec
+    (:meth:`kdinv.distill.recipes.Variant.spec`).
+
+    - ``plain``: the KD loss of the student on the batch against the cached teacher logits;
+    - ``augmented``: the student on g·x (``augment`` draws g from the step's generator) against
+      the teacher on the same g·x: the cache where the teacher is invariant (``teacher`` None),
+      else ``teacher`` run on the batch;
+    - ``consistency``: plain + λ · :func:`consistency_penalty` of the student on x and g·x (two
+      student passes);
+    - ``mixup``: x̃ = a·x_i + (1−a)·x_j with a ~ Beta(α, α) per sample and j a permutation of the
+      batch, the student against ``teacher`` on x̃ (run on the batch).
+    """
+    kind, direction = recipe["recipe"], recipe["direction"]
+
+    def kd(student_logits, teacher_logits):
+        return kd_loss(student_logits, teacher_logits, temperature, direction)
+
+    if kind == "plain":
+        return lambda model, batch: kd(batch.forward(model, batch.inputs), batch.targets)
+    if kind == "augmented":
+        if augment is None:
+            raise ValueError("recipe augmented needs the symmetry's augmentation")
+
+        def augmented(model, batch):
+            moved = augment(batch.inputs, batch.generator)
+            targets = batch.targets if teacher is None else teacher_outputs(teacher, moved)
+            return kd(batch.forward(model, moved), targets)
+
+        return augmented
+    if kind == "consistency":
+        if augment is None:
+            raise ValueError("recipe consistency needs the symmetry's augmentation")
+        weight = float(recipe["weight"])
+
+        def consistency(model, batch):
+            logits = batch.forward(model, batch.inputs)
+            moved = batch.forward(model, augment(batch.inputs, batch.generator))
+            return kd(logits, batch.targets) + weight * consistency_penalty(logits, moved)
+
+        return consistency
+    if kind == "mixup":
+        if teacher is None:
+            raise ValueError("recipe mixup runs the teacher on every batch: pass the teacher")
+        alpha = float(recipe["alpha"])
+
+        def mixup(model, batch):
+            import numpy as np
+
+            n = len(batch.inputs)
+            a = np.random.default_rng(batch.seed).beta(alpha, alpha, size=n)
+            a = torch.as_tensor(a, dtype=batch.inputs.dtype, device=batch.inputs.device)
+            a = a.view(n, *([1] * (batch.inputs.ndim - 1)))
+            partner = torch.randperm(n, generator=batch.generator).to(batch.inputs.device)
+            mixed = a * batch.inputs + (1 - a) * batch.inputs[partner]
+            return kd(batch.forward(model, mixed), teacher_outputs(teacher, mixed))
+
+        return mixup
+    raise ValueError(f"unknown recipe {kind!r}")

@@ -1,0 +1,249 @@
+"""Distillation recipes: the variants a config runs, their losses against independent
+computations, the targets each recipe gives the student, and the teacher gate."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from kdinv.distill import losses
+from kdinv.distill.losses import consistency_penalty, kd_loss, recipe_loss
+from kdinv.distill.recipes import Variant, row_variants, variant_ids
+from kdinv.data.splits import save_split, write_folds
+from kdinv.evaluation import TeacherNotInvariant
+from kdinv.io import load_tensors
+from kdinv.jobs import distill_student, train_model
+from kdinv.training import Batch
+
+CPU = torch.device("cpu")
+PERM = {"transform": "permute_set"}
+
+
+# --- which variants run -------------------------------------------------------------------------
+
+
+def test_variants_of_a_row(paper_config):
+    cfg = copy.deepcopy(paper_config)
+    assert [v.id("forward") for v in row_variants(cfg, cfg["rows"][3])] == ["plain"]
+    cfg["recipes"] = {
+        "plain": {"direction": ["forward", "reverse"]},
+        "augmented": {},
+        "consistency": {"lambda": [0.5, 2]},
+        "mixup": {"alpha": 0.2},
+    }
+    ids = [v.id("forward") for v in row_variants(cfg, cfg["rows"][3])]
+    assert ids == ["plain", "plain_reverse", "augmented_translation", "consistency_lambda0.5_translation",
+                   "consistency_lambda2_translation", "mixup_alpha0.2"]
+    # the jets row applies its own symmetry
+    assert "augmented_permutation" in [v.id("forward") for v in row_variants(cfg, cfg["rows"][2])]
+    # with the authors' direction as the default, the paper's runs are reverse and forward is the extra
+    cfg["kd_direction"] = "reverse"
+    assert [v.id("reverse") for v in row_variants(cfg, cfg["rows"][3])][:2] == ["plain", "plain_forward"]
+    assert variant_ids(cfg)[0] == "plain"
+
+
+def test_variant_spec_carries_what_the_job_needs():
+    v = Variant("consistency", "forward", "translation", weight=0.5)
+    spec = v.spec({"transform": "shift_2d", "max_shift": 5})
+    assert spec == {"recipe": "consistency", "direction": "forward", "weight": 0.5, "alpha": None,
+                    "symmetry": "translation", "transform": {"transform": "shift_2d", "max_shift": 5}}
+    assert Variant("plain", "forward").spec(None)["transform"] is None
+
+
+# --- the losses ---------------------------------------------------------------------------------
+
+
+def test_consistency_penalty_and_its_gradient_match_a_plain_formula():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    zp = torch.randn(7, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    # independent: softmax by exp / sum, squared L2 by an explicit sum, mean over the batch
+    pz = torch.exp(z) / torch.exp(z).sum(1, keepdim=True)
+    pp = torch.exp(zp) / torch.exp(zp).sum(1, keepdim=True)
+    reference = sum(((pz[i] - pp[i]) ** 2).sum() for i in range(7)) / 7
+    penalty = consistency_penalty(z.double(), zp.double())
+    # consistency_penalty computes in float32; compare with a float32 tolerance
+    assert penalty.item() == pytest.approx(reference.item(), rel=1e-5)
+    ga = torch.autograd.grad(penalty, (z, zp))
+    gb = torch.autograd.grad(reference, (z, zp))
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # and against finite differences of the float64 formula
+    eps = 1e-6
+    for (i, j) in [(0, 0), (3, 2), (6, 4)]:
+        def f(delta):
+            zz = z.detach().clone()
+            zz[i, j] += delta
+            p1 = zz.softmax(1)
+            p2 = zp.detach().softmax(1)
+            return ((p1 - p2) ** 2).sum(1).mean().item()
+        numeric = (f(eps) - f(-eps)) / (2 * eps)
+        assert ga[0][i, j].item() == pytest.approx(numeric, rel=1e-3, abs=1e-7)
+    assert consistency_penalty(z, z).item() == 0.0
+
+
+def batch_of(x, targets, seed=3):
+    return Batch(x, targets, torch.arange(len(x)), epoch=1, step=0, seed=seed, device=CPU)
+
+
+def test_consistency_loss_is_plain_kd_plus_lambda_times_the_penalty():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x = torch.randn(8, 4, 3)
+    cache = torch.randn(8, 3)
+    augment = lambda x, g: x.flip(1)  # noqa: E731  (a fixed permutation of the set)
+    spec = {"recipe": "consistency", "direction": "forward", "weight": 0.7}
+    loss = recipe_loss(spec, 2.0, augment)(model, batch_of(x, cache))
+    expected = kd_loss(model(x), cache, 2.0) + 0.7 * consistency_penalty(model(x), model(x.flip(1)))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    zero = recipe_loss({**spec, "weight": 0.0}, 2.0, augment)(model, batch_of(x, cache))
+    assert zero.item() == pytest.approx(kd_loss(model(x), cache, 2.0).item(), rel=1e-6)
+
+
+def test_augmented_targets_are_the_teacher_on_the_inputs_the_student_sees(monkeypatch):
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    x, cache = torch.randn(8, 4, 3), torch.randn(8, 3)
+    seen = []
+
+    def augment(x, g):
+        moved = x + torch.randn(x.shape, generator=g)
+        seen.append(moved)
+        return moved
+
+    spec = {"recipe": "augmented", "direction": "forward"}
+    per_batch = recipe_loss(spec, 4.0, augment, teacher)(student, batch_of(x, cache))
+    moved = seen[-1]
+    expected = kd_loss(student(moved), teacher(moved).detach(), 4.0)
+    assert per_batch.item() == pytest.approx(expected.item(), rel=1e-6)
+    cached = recipe_loss(spec, 4.0, augment)(student, batch_of(x, cache))
+    assert torch.equal(seen[-1], moved)  # the same step draws the same g
+    assert cached.item() == pytest.approx(kd_loss(student(moved), cache, 4.0).item(), rel=1e-6)
+
+
+def test_mixup_mixes_pairs_of_the_batch_and_asks_the_teacher():
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    calls = []
+
+    class Teacher(torch.nn.Module):
+        def forward(self, x):
+            calls.append(x)
+            return x.flatten(1)[:, :3] * 3
+
+    x = torch.randn(16, 4, 3)
+    loss = recipe_loss({"recipe": "mixup", "direction": "forward", "alpha": 0.4}, 2.0, None, Teacher())
+    value = loss(student, batch_of(x, torch.zeros(16, 3)))
+    mixed = calls[-1]
+    assert mixed.shape == x.shape and not torch.equal(mixed, x)
+    # every mixed sample lies on the segment between its own sample and another of the batch
+    for i in range(16):
+        ok = False
+        for j in range(16):
+            d = x[i] - x[j]
+            if d.abs().sum() == 0:
+                continue
+            a = ((mixed[i] - x[j]) * d).sum() / (d * d).sum()
+            if torch.allclose(mixed[i], a * x[i] + (1 - a) * x[j], atol=1e-5) and -1e-6 <= a <= 1 + 1e-6:
+                ok = True
+                break
+        assert ok, i
+    assert value.item() == pytest.approx(kd_loss(student(mixed), Teacher()(mixed), 2.0).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="teacher"):
+        recipe_loss({"recipe": "mixup", "direction": "forward", "alpha": 0.4}, 2.0)
+
+
+# --- the distillation job: targets and the gate -------------------------------------------------
+
+
+def sets(n: int, seed: int):
+    """Sets of 6 elements with 3 features; the class is whether the sum of the first feature is
+    positive (a permutation-invariant rule)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 3, generator=g)
+    return x, (x[:, :, 0].sum(1) > 0).long()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    x, y = sets(240, 0)
+    save_split(x, y, 2, root / "train.pt")
+    save_split(*sets(80, 1), 2, root / "test.pt")
+    write_folds(root / "train.pt", 2, 0, [root / "fold0.pt", root / "fold1.pt"])
+    out = {}
+    for name, spec in {
+        "deepsets": {"arch": "deepsets", "params": {"phi": [16], "rho": [16]}},  # invariant teacher
+        "mlp": {"arch": "mlp", "params": {"hidden": [16]}},  # a student as teacher (s→s)
+    }.items():
+        spec = {**spec, "training": {"epochs": 4, "batch_size": 32, "lr": 1e-2}}
+        (root / name).mkdir()
+        train_model(root / "train.pt", root / "fold0.pt", spec, None, 1, "cpu", root / name / "model.pt",
+                    root / name / "train_logits.pt", {"model": name, "fold": "0"})
+        out[name] = root / name
+    return root, out
+
+
+STUDENT = {"arch": "mlp", "params": {"hidden": [8]},
+           "distillation": {"epochs": 2, "batch_size": 32, "lr": 1e-2}}
+
+
+def distill(root, teacher_dir, recipe, gates, out, caplog=None):
+    distill_student(root / "train.pt", root / "fold0.pt", teacher_dir / "train_logits.pt",
+                    teacher_dir / "model.pt", root / "test.pt", STUDENT, 4.0, recipe, 7, "cpu",
+                    out / "model.pt", {"fold": "0"}, gates=gates, gate_seed=5)
+
+
+AUGMENTED = {"recipe": "augmented", "direction": "forward", "weight": None, "alpha": None,
+             "symmetry": "permutation", "transform": PERM}
+
+
+def test_an_invariant_teacher_is_distilled_from_its_cache(trained, tmp_path, monkeypatch, caplog):
+    """A teacher that passed the gate for the recipe's symmetry: its cached outputs on x equal its
+    outputs on the permuted inputs within the gate's tolerance, so the cache is used and the
+    teacher never runs per batch."""
+    from kdinv import metrics
+    from kdinv.evaluation import TEACHER_IM_MAX, transformed_copies
+    from kdinv.models.checkpoint import load_model
+    from kdinv.training import predict
+
+    root, teachers = trained
+    x = load_tensors(root / "train.pt")["x"]
+    cache = load_tensors(teachers["deepsets"] / "train_logits.pt")["logits"]
+    on_moved = predict(load_model(teachers["deepsets"] / "model.pt"), transformed_copies(x, PERM, 3), 256, CPU)
+    assert metrics.invariance(cache, on_moved) <= TEACHER_IM_MAX
+    calls = []
+    monkeypatch.setattr(losses, "teacher_outputs", lambda t, x: calls.append(1) or t(x))
+    with caplog.at_level(logging.INFO, logger="kdinv"):
+        distill(root, teachers["deepsets"], AUGMENTED, {"permutation": PERM}, tmp_path)
+    assert calls == [] and "cache used" in caplog.text
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_a_non_invariant_teacher_runs_on_every_batch(trained, tmp_path, monkeypatch, caplog):
+    """s→s under the augmented recipe: the teacher is a student without the invariance (no gate),
+    so its outputs on the transformed batch are computed batch by batch."""
+    root, teachers = trained
+    calls = []
+    real = losses.teacher_outputs
+    monkeypatch.setattr(losses, "teacher_outputs", lambda t, x: calls.append(len(x)) or real(t, x))
+    with caplog.at_level(logging.INFO, logger="kdinv"):
+        distill(root, teachers["mlp"], AUGMENTED, {}, tmp_path)
+    steps_per_epoch = -(-len(load_tensors(root / "fold0.pt")["train"]) // 32)
+    assert len(calls) == 2 * steps_per_epoch  # every step of both epochs
+    assert "runs the teacher on every batch" in caplog.text
+
+
+def test_the_gate_refuses_a_teacher_that_is_not_invariant(trained, tmp_path):
+    root, teachers = trained
+    plain = {"recipe": "plain", "direction": "forward", "weight": None, "alpha": None, "symmetry": None,
+             "transform": None}
+    with pytest.raises(TeacherNotInvariant, match=r"IM under permutation \(permute_set\) is"):
+        distill(root, teachers["mlp"], plain, {"permutation": PERM}, tmp_path)
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "resume.pt").exists()
+    distill(root, teachers["deepsets"], plain, {"permutation": PERM}, tmp_path)  # passes the gate
+    assert (tmp_path / "model.pt").exists()

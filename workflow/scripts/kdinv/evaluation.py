@@ -1,0 +1,146 @@
+"""Evaluation of trained and distilled models: the paper's metrics on the held-out test split,
+the invariance on the fold's validation part (to choose a temperature or λ without the test
+split), and the teacher gate.
+
+One evaluation job evaluates a group of runs of one dataset's fold (:data:`kdinv.paths.EVALUATION`):
+the transformed copies that IM compares with are drawn once per symmetry from a seeded generator
+and are the same for every model of the fold (DECISIONS.md), so models are compared on identical
+inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from kdinv import metrics
+from kdinv.data.splits import load_fold, load_split
+from kdinv.io import load_tensors, save_tensors
+from kdinv.models.checkpoint import load_model
+from kdinv.symmetry.transforms import make_transform
+from kdinv.training import pick_device, predict
+
+log = logging.getLogger(__name__)
+
+TEACHER_IM_MAX = 1e-4
+"""DECISIONS.md, "What every teacher must show": a teacher's IM on transformed test inputs."""
+
+
+class TeacherNotInvariant(RuntimeError):
+    """A teacher failed the gate: distilling it would test nothing (a bug, not a result)."""
+
+
+def transformed_copies(x: torch.Tensor, spec: dict, seed: int) -> torch.Tensor:
+    """One transformed copy per sample of ``x``, drawn from a generator seeded with ``seed``."""
+    return make_transform(spec)(x, torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def logits_in(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Logits [N, C] of ``model`` on ``x`` in eval mode, computed in ``dtype`` (float64 for the
+    gate: float32 can flip DGCNN's nearest neighbours on near-ties)."""
+    if dtype == torch.float32:
+        return predict(model, x, batch_size, device)
+    model = model.to(device=device, dtype=dtype).eval()
+    out = [model(x[i : i + batch_size].to(device=device, dtype=dtype)) for i in range(0, len(x), batch_size)]
+    model.float()
+    return torch.cat(out).cpu()
+
+
+def teacher_gate(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, dict], seed: int,
+                 batch_size: int, device: torch.device, name: str) -> dict[str, float]:
+    """IM of a teacher, in float64, on ``x`` and one transformed copy per sample, for each
+    symmetry; raises :class:`TeacherNotInvariant` naming the teacher, the symmetry and the value
+    when one exceeds :data:`TEACHER_IM_MAX`. Returns symmetry -> IM."""
+    plain = logits_in(model, x, batch_size, device, torch.float64)
+    found = {}
+    for sym, spec in symmetries.items():
+        moved = logits_in(model, transformed_copies(x, spec, seed), batch_size, device, torch.float64)
+        found[sym] = metrics.invariance(plain, moved)
+        log.info("%s: teacher gate, IM (float64) under %s = %.3g (limit %g)", name, sym, found[sym], TEACHER_IM_MAX)
+        if not found[sym] <= TEACHER_IM_MAX:
+            raise TeacherNotInvariant(
+                f"{name}: the teacher's IM under {sym} ({spec['transform']}) is {found[sym]:.3g} in float64 "
+                f"on the test split, above {TEACHER_IM_MAX:g}: it is not invariant, so nothing is distilled "
+                "from it (DECISIONS.md: a teacher that fails this is a bug, not a result)"
+            )
+    return found
+
+
+def evaluate_runs(
+    runs: list[dict],
+    test_split: str | Path,
+    train_split: str | Path,
+    fold_file: str | Path,
+    symmetries: dict[str, dict],
+    im_seed: int,
+    val_seed: int,
+    device: str,
+    batch_size: int,
+    out_metrics: str | Path,
+    reference_logits: str | Path | None = None,
+    out_logits: str | Path | None = None,
+):
+    """Evaluate a group of runs of one dataset's fold; one table row per (run, symmetry, reference).
+
+    Args:
+        runs: ``{"dir": run folder, "identifiers": columns copied into its rows, "references":
+            [keys of reference_logits]}``; a run without references gets NaN fidelity.
+        symmetries: name -> transform entry; IM on the test split, and ``val_im`` on the fold's
+            validation part, for each (copies seeded with ``im_seed`` and ``val_seed``).
+        reference_logits: a file of {key: test logits} of the teachers (the trained group's).
+        out_logits: where to write {key: test logits} of these runs, keyed
+            ``<model>/<augment>`` (the trained group writes it: the references of fidelity).
+
+    Columns: the identifiers, symmetry, reference, accuracy, nll, ece, n_test, im, agreement,
+    kl, val_accuracy, val_im.
+    """
+    import pandas as pd  # only evaluation jobs need pandas; training jobs start faster without it
+
+    dev = pick_device(device)
+    x, y, _ = load_split(test_split)
+    x_train, y_train, _ = load_split(train_split)
+    _, val_idx = load_fold(fold_file, len(y_train))
+    x_val, y_val = x_train[val_idx], y_train[val_idx]
+    copies = {s: transformed_copies(x, spec, im_seed) for s, spec in symmetries.items()}
+    val_copies = {s: transformed_copies(x_val, spec, val_seed) for s, spec in symmetries.items()}
+    references = load_tensors(reference_logits)["logits"] if reference_logits else {}
+    rows, written = [], {}
+    for run in runs:
+        model = load_model(Path(run["dir"]) / "model.pt").to(dev)
+        logits = predict(model, x, batch_size, dev)
+        val_logits = predict(model, x_val, batch_size, dev)
+        base = {
+            "accuracy": metrics.accuracy(logits, y), "nll": metrics.nll(logits, y), "ece": metrics.ece(logits, y),
+            "n_test": len(y), "val_accuracy": metrics.accuracy(val_logits, y_val),
+        }  # fmt: skip
+        fidelity = {None: {"agreement": math.nan, "kl": math.nan}}
+        if run.get("references"):
+            fidelity = {
+                ref: {"agreement": metrics.agreement(logits, references[ref]),
+                      "kl": metrics.kl_divergence(references[ref], logits)}
+                for ref in run["references"]
+            }  # fmt: skip
+        for sym in symmetries:
+            im = metrics.invariance(logits, predict(model, copies[sym], batch_size, dev))
+            val_im = metrics.invariance(val_logits, predict(model, val_copies[sym], batch_size, dev))
+            for ref, fid in fidelity.items():
+                rows.append({**run["identifiers"], "symmetry": sym, "reference": ref, **base, "im": im,
+                             **fid, "val_im": val_im})  # fmt: skip
+        ids = run["identifiers"]
+        written[f"{ids['model']}/{ids['augment']}"] = logits
+        log.info("%s: accuracy %.4f, IM %s", run["dir"], base["accuracy"],
+                 ", ".join(f"{r['symmetry']} {r['im']:.3g}" for r in rows[-len(symmetries) * len(fidelity):]))
+    table = pd.DataFrame(rows)
+    if out_logits is not None:
+        save_tensors({"logits": written}, out_logits)
+    out_metrics = Path(out_metrics)
+    out_metrics.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_metrics.with_suffix(".tmp.parquet")
+    table.to_parquet(tmp, index=False)
+    tmp.replace(out_metrics)
+    return table
