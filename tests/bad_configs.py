@@ -75,6 +75,7 @@ BAD = [
     (("precision",), "fp16", "precision"),
     (("job_resources", "gpu_shards"), 1, "models.mlp.jobs_per_gpu"),
     (("models", "mlp", "jobs_per_gpu"), 0, "jobs_per_gpu"),
+    (("models", "resnet", "group_average"), "translate_3d", "models.resnet.group_average"),
 ]
 
 
