@@ -30,8 +30,9 @@ class GroupAveraged(nn.Module):
     concatenated into B·|G| inputs (element-major: rows k·B .. k·B + B − 1 hold element k). In
     training mode BatchNorm therefore normalises with the statistics of the whole orbit, which are
     the same for x and h·x, so the average is invariant in training mode too (B separate passes
-    would give each element its own statistics and break that). Cost: compute and activation
-    memory of one forward pass on B·|G| inputs, i.e. |G| times a forward on B.
+    would give each element its own statistics and break that; dropout, random by design, is the
+    one training-mode exception). Cost: compute and activation memory of one forward pass on
+    B·|G| inputs, i.e. |G| times a forward on B (evaluation batch sizes may need dividing by |G|).
 
     Invariances of the backbone that G maps onto themselves are kept: circular shifts under
     rot90_2d and flip_2d, translations and point permutations under rot90_z_3d.
@@ -50,4 +51,4 @@ class GroupAveraged(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         orbit = torch.cat([self._action(x, k) for k in range(self.order)])  # [|G|·B, ...]
         z = self.model(orbit)
-        return z.view(self.order, x.shape[0], *z.shape[1:]).mean(dim=0)
+        return z.reshape(self.order, x.shape[0], *z.shape[1:]).mean(dim=0)
