@@ -174,9 +174,10 @@ def model_spec(name, block):
     """The model's architecture and the one hyperparameter block the job uses ("training" or
     "distillation"), so that editing one block reruns only the jobs that read it."""
     spec = config["models"][name]
-    return canonical(
-        {"arch": spec["arch"], "params": spec["params"], block: spec[block]}
-    )
+    out = {"arch": spec["arch"], "params": spec["params"], block: spec[block]}
+    if spec.get("group_average"):
+        out["group_average"] = spec["group_average"]
+    return canonical(out)
 
 
 def symmetry_spec(dataset, name):

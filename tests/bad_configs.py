@@ -100,6 +100,9 @@ BAD = [
     (("recipes",), {"augmented": {"symmetry": "rotation"}},
      "recipes.augmented.symmetry: 'rotation' is not a symmetry of dataset"),
     (("recipes",), {"mixup": {"alpha": 0}}, "recipes.mixup.alpha"),
+    # group averaging
+    (("models", "resnet", "group_average"), "translate_3d", "models.resnet.group_average"),
+    (("models", "dgcnn", "group_average"), "rot90_2d", "models.dgcnn.group_average: rot90_2d acts on image"),
 ]
 
 

@@ -180,6 +180,7 @@ def _row_models(config) -> list[str]:
     """Each model of a row can read the dataset, and the teachers are invariant to the row's
     symmetry by construction (unless the row allows otherwise)."""
     from kdinv.models.capabilities import ARCH_INPUTS, model_invariances
+    from kdinv.symmetry.catalog import TRANSFORM_INFO
 
     out = []
     for i, row, ds, models in _resolved_rows(config):
@@ -191,6 +192,10 @@ def _row_models(config) -> list[str]:
                     f"{' or '.join(sorted(ARCH_INPUTS[model['arch']]))}, but dataset {row['dataset']!r} "
                     f"(kind {ds['kind']}) holds {kind} data"
                 )
+            group = model.get("group_average")
+            if group and kind not in TRANSFORM_INFO[group].acts_on:
+                key = f"models.{row[role]}.group_average: {group} acts on {' and '.join(sorted(TRANSFORM_INFO[group].acts_on))}"
+                out.append(f"{key}, but the model is the {role} of rows[{i}] on dataset {row['dataset']!r} ({kind} data)")
         transform = ds["symmetries"][row["symmetry"]]["transform"]
         if row["allow_non_invariant_teachers"]:
             continue

@@ -92,7 +92,7 @@ def train_model(
     save_tensors(
         with_scaling(
             checkpoint(state, model_spec["arch"], model_spec["params"], tuple(x.shape[1:]), num_classes,
-                       cfg, history, wildcards, seed),
+                       cfg, history, wildcards, seed, group_average=model_spec.get("group_average")),
             scaling,
         ),
         out_model,
@@ -187,7 +187,7 @@ def distill_student(
     save_tensors(
         with_scaling(
             checkpoint(state, student_spec["arch"], student_spec["params"], tuple(x.shape[1:]), num_classes,
-                       cfg, history, wildcards, seed),
+                       cfg, history, wildcards, seed, group_average=student_spec.get("group_average")),
             scaling,
         ),
         out_model,

@@ -5,7 +5,8 @@ the wrappers that become part of a model, and the checkpoint format.
   DGCNN, :mod:`~kdinv.models.deepsets` DeepSets;
 - :mod:`~kdinv.models.registry`: :data:`ARCHITECTURES` and :func:`build_model`;
 - :mod:`~kdinv.models.capabilities`: what each architecture reads and is invariant to (no torch);
-- :mod:`~kdinv.models.wrappers`: :class:`Standardized` (the fold's input scaling);
+- :mod:`~kdinv.models.wrappers`: :class:`Standardized` (the fold's input scaling) and
+  :class:`GroupAveraged` (the average over a finite group's orbit);
 - :mod:`~kdinv.models.checkpoint`: what ``model.pt`` holds and :func:`load_model`.
 
 The names below are imported on first use, so that ``kdinv.models.capabilities`` can be read

@@ -2,8 +2,9 @@
 
 A checkpoint is a dict that can rebuild the model and says how it was made: the best-validation
 ``state_dict``, ``arch`` and ``params``, the input shape and class count, the training block, the
-per-epoch history and best epoch, the job's wildcards and seed, the torch version, and the fold's
-``input_scaling`` (None, or the fixed statistics of :class:`kdinv.models.wrappers.Standardized`).
+per-epoch history and best epoch, the job's wildcards and seed, the torch version, the fold's
+``input_scaling`` (None, or the fixed statistics of :class:`kdinv.models.wrappers.Standardized`)
+and ``group_average`` (None, or the finite group of :class:`kdinv.models.wrappers.GroupAveraged`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import torch
 
 from kdinv.io import load_tensors
 from kdinv.models.registry import build_model
-from kdinv.models.wrappers import Standardized
+from kdinv.models.capabilities import ARCH_INPUTS
+from kdinv.models.wrappers import GroupAveraged, Standardized
+from kdinv.symmetry.catalog import TRANSFORM_INFO
 from kdinv.training import TrainConfig
 
 
@@ -29,8 +32,11 @@ def checkpoint(
     history: list[dict],
     wildcards: dict,
     seed: int,
+    *,
+    group_average: str | None = None,
 ) -> dict:
-    """A checkpoint that can rebuild the model and says how it was made."""
+    """A checkpoint that can rebuild the model and says how it was made (``group_average``: the
+    model entry's, so that :func:`load_model` wraps the backbone the same way)."""
     best = max(history, key=lambda h: h["val_accuracy"])
     return {
         "state_dict": state_dict,
@@ -45,13 +51,33 @@ def checkpoint(
         "wildcards": {k: str(v) for k, v in wildcards.items()},
         "seed": seed,
         "torch_version": str(torch.__version__),
+        "group_average": group_average,
     }
 
 
 def build_from_spec(spec: dict, input_shape, num_classes: int, scaling: dict | None) -> torch.nn.Module:
-    """The model of a config entry, wrapped in the fold's fixed input scaling when it has one."""
+    """The model of a config entry (or checkpoint), wrapped in the fold's fixed input scaling when
+    it has one, and averaged over the finite group ``spec["group_average"]`` when it names one.
+
+    Order: ``GroupAveraged(Standardized(backbone))``. The group acts on the raw inputs, as the
+    symmetry transforms of IM and augmentation do, so the average is exactly invariant to them
+    whatever the scaling statistics; scaling first would need per-feature statistics that the
+    group leaves unchanged (equal scales of the two rotated coordinates, a centre at zero).
+    """
     model = build_model(spec["arch"], spec["params"], tuple(input_shape), num_classes)
-    return model if scaling is None else Standardized(model, scaling["center"], scaling["scale"])
+    if scaling is not None:
+        model = Standardized(model, scaling["center"], scaling["scale"])
+    group = spec.get("group_average")
+    if group:
+        if group not in TRANSFORM_INFO or TRANSFORM_INFO[group].group_order is None:
+            raise ValueError(f"group_average: {group!r} is not a finite group transform")
+        if not TRANSFORM_INFO[group].acts_on & ARCH_INPUTS.get(spec["arch"], frozenset()):
+            raise ValueError(
+                f"group_average: {group!r} acts on {sorted(TRANSFORM_INFO[group].acts_on)}, which "
+                f"{spec['arch']!r} does not read ({sorted(ARCH_INPUTS[spec['arch']])})"
+            )
+        model = GroupAveraged(model, group)
+    return model
 
 
 def with_scaling(ckpt: dict, scaling: dict | None) -> dict:

@@ -27,6 +27,9 @@ TRANSFORM_INFO: dict[str, TransformInfo] = {
     "shift_2d": TransformInfo(frozenset({"image"})),
     "translate_3d": TransformInfo(frozenset({"point_cloud"})),
     "permute_set": TransformInfo(frozenset({"set", "point_cloud"})),
+    "rot90_2d": TransformInfo(frozenset({"image"}), group_order=4),
+    "flip_2d": TransformInfo(frozenset({"image"}), group_order=2),
+    "rot90_z_3d": TransformInfo(frozenset({"point_cloud"}), group_order=4),
 }
 
 

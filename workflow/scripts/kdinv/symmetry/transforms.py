@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from kdinv.config import AUGMENT_KEYS
+from kdinv.symmetry.catalog import TRANSFORM_INFO
 
 
 def _blank_run(blank: torch.Tensor) -> torch.Tensor:
@@ -87,10 +88,176 @@ def permute_set(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.gather(1, perm.view(n, s, *([1] * (x.ndim - 2))).expand_as(x))
 
 
+# ---------------------------------------------------------------------------------------------
+# Finite groups: rot90_2d (C4), flip_2d (C2), rot90_z_3d (C4). Each is cyclic, |G| elements
+# g^0 = identity, g^1, ..., g^(|G|-1) (|G| from catalog.TRANSFORM_INFO); element k is applied by
+# apply_element(name, x, k), enumerated by group_elements(name) for group averaging, and inverted
+# by inverse_element(name, k). All act losslessly (permutations of pixels, coordinate swaps and
+# sign changes), so element k followed by its inverse returns x bit for bit.
+
+UP_AXIS = 2
+"""The up axis of ModelNet40's OFF meshes: z (coordinate index 2); rot90_z_3d rotates about it.
+
+Evidence from the 15 real meshes of the sample (``modelnet40-sample/raw``, read with
+:func:`kdinv.data.modelnet.read_off` and :func:`~kdinv.data.modelnet.normalize_mesh`; asserted by
+``tests/unit/test_groups.py::test_modelnet_up_axis_is_z``):
+
+- airplanes (6 of 6): z is the thinnest axis (extent 0.26-0.60 against 1.29-2.00 for x and y
+  after normalisation): the wings lie in the x-y plane;
+- chair and stool: z is the longest axis (1.60 and 1.71 against 0.57-1.18): they stand upright;
+- gravity breaks the up/down mirror symmetry: reflecting 1,500 surface points about the box
+  centre (mean distance to the nearest reflected point), z is never the most mirror-symmetric
+  axis (0 of 15 meshes; the left-right axis, x in 12 and y in 3, is) and is the least symmetric
+  one in 12 of 15;
+- things stand on a floor: chair, stool and flower pot have far more vertices on their lowest z
+  plane (within 0.1 % of the extent) than on their top one or on any x or y extreme (chair 64
+  against at most 4, stool 48 against at most 12, flower pot 183 against at most 8): the feet and
+  the base. Bathtubs 0004 and 0005 have 181 and 848 vertices on their lowest z plane. Up is +z.
+
+(PointNet's HDF5 conversion of ModelNet40 has y up; the raw OFF files this project reads do not.)
+"""
+
+_HORIZONTAL = ((UP_AXIS + 1) % 3, (UP_AXIS + 2) % 3)  # (a, b): right-handed about the up axis
+
+
+def _check_square(x: torch.Tensor, name: str) -> None:
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"{name} needs square images [..., H, W] with H == W (a 90° rotation of a non-square "
+            f"grid changes its shape), got {tuple(x.shape)}"
+        )
+
+
+def _rot90_image(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element k of C4 on images: torch.rot90 by k·90° in the (H, W) plane (counter-clockwise)."""
+    _check_square(x, "rot90_2d")
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def _flip_image(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element k of C2 on images: the identity (k even) or the horizontal mirror (W reversed)."""
+    if x.ndim < 2:
+        raise ValueError(f"flip_2d needs images [..., H, W], got {tuple(x.shape)}")
+    return x.flip(-1) if k % 2 else x
+
+
+def _rot90_z_points(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element k of C4 on points [..., 3]: k quarter turns about :data:`UP_AXIS`, each mapping
+    the horizontal coordinates (a, b) to (−b, a); the up coordinate is unchanged. Only copies and
+    sign changes, so exact in floats."""
+    if x.ndim < 1 or x.shape[-1] != 3:
+        raise ValueError(f"rot90_z_3d needs points [..., 3], got {tuple(x.shape)}")
+    k %= 4
+    if k == 0:
+        return x
+    a, b = _HORIZONTAL
+    xa, xb = x[..., a], x[..., b]
+    new_a, new_b = {1: (-xb, xa), 2: (-xa, -xb), 3: (xb, -xa)}[k]
+    out = x.clone()
+    out[..., a] = new_a
+    out[..., b] = new_b
+    return out
+
+
+GROUP_ACTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "rot90_2d": _rot90_image,
+    "flip_2d": _flip_image,
+    "rot90_z_3d": _rot90_z_points,
+}
+"""``action(x, k)``: element g^k of each transform's finite cyclic group, on the whole batch."""
+
+
+def group_order(name: str) -> int:
+    """|G| of a finite-group transform (from :data:`kdinv.symmetry.catalog.TRANSFORM_INFO`)."""
+    if name not in GROUP_ACTIONS:
+        raise ValueError(
+            f"{name!r} is not a finite group that can be enumerated; known: {sorted(GROUP_ACTIONS)}"
+        )
+    return TRANSFORM_INFO[name].group_order
+
+
+def apply_element(name: str, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element k (0 = the identity, 0 <= k < |G|) of the finite group ``name`` applied to every
+    sample of x."""
+    order = group_order(name)
+    if not 0 <= k < order:
+        raise ValueError(f"{name}: element index must be in 0..{order - 1}, got {k}")
+    return GROUP_ACTIONS[name](x, k)
+
+
+def inverse_element(name: str, k: int) -> int:
+    """The index of the inverse of element k (the groups are cyclic: (−k) mod |G|)."""
+    return (-k) % group_order(name)
+
+
+def group_elements(name: str) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """The |G| elements of the finite group ``name`` as functions of a batch, the identity first
+    (what :class:`kdinv.models.wrappers.GroupAveraged` averages over)."""
+    action = GROUP_ACTIONS[name]
+    return [lambda x, k=k: action(x, k) for k in range(group_order(name))]
+
+
+def _random_element(name: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One element per sample, drawn uniformly from G without the identity (k in 1..|G|−1).
+
+    With the identity, IM would count unchanged copies and be deflated by 1/|G|; augmented
+    training adds the identity back through ``augment_identity_prob``.
+    """
+    order = group_order(name)
+    ks = torch.randint(1, order, (len(x),), generator=generator)  # [N], on the CPU
+    out = x.clone()
+    for k in ks.unique().tolist():
+        mask = (ks == k).to(x.device)
+        out[mask] = GROUP_ACTIONS[name](x[mask], k)
+    return out
+
+
+def rot90_2d(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotation of square images by 90°, 180° or 270° (uniform, one per image; never 0°).
+
+    Args:
+        x: [N, C, H, W] images with H == W (ValueError otherwise).
+        generator: CPU generator that draws the rotations.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"rot90_2d expects images [N, C, H, W], got {tuple(x.shape)}")
+    _check_square(x, "rot90_2d")
+    return _random_element("rot90_2d", x, generator)
+
+
+def flip_2d(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Horizontal mirror of every image (C2 without its identity has one element: the mirror).
+
+    Args:
+        x: [N, C, H, W] images.
+        generator: CPU generator (drawn from like the other transforms, so that the number of
+            draws does not depend on the transform).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"flip_2d expects images [N, C, H, W], got {tuple(x.shape)}")
+    return _random_element("flip_2d", x, generator)
+
+
+def rot90_z_3d(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotation of point clouds by 90°, 180° or 270° about the up axis :data:`UP_AXIS` (uniform,
+    one per cloud; never 0°).
+
+    Args:
+        x: [N, P, 3] point clouds.
+        generator: CPU generator that draws the rotations.
+    """
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"rot90_z_3d expects point clouds [N, P, 3], got {tuple(x.shape)}")
+    return _random_element("rot90_z_3d", x, generator)
+
+
 TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {
     "shift_2d": shift_2d,
     "translate_3d": translate_3d,
     "permute_set": permute_set,
+    "rot90_2d": rot90_2d,
+    "flip_2d": flip_2d,
+    "rot90_z_3d": rot90_z_3d,
 }
 
 
