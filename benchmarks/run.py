@@ -25,6 +25,15 @@ Cases (``case`` / ``path`` columns):
   comes with its ``plain`` reference: the same student, block and path with cross-entropy, timed
   interleaved with it in the same process; ``ratio_vs_plain`` = distill / plain step time
   (project target <= 1.15; the naive ratio pays a teacher forward per step).
+* ``recipe:<name>`` (students, project path, with ``--recipes``): one step of a distillation
+  recipe (:func:`kdinv.distill.losses.recipe_loss` on :class:`kdinv.training.Batch`, as the distill
+  job runs it), timed interleaved with the plain step of the same student: ``augmented`` (g drawn
+  per step, the cached targets), ``augmented+teacher`` (the teacher run on g·x every step, as for
+  s→s), ``consistency`` (two student passes), ``mixup`` (the teacher on mixed inputs every step).
+  ``ratio_vs_plain`` = recipe / plain step; for ``augmented``, ``ratio_vs_aug_train`` = recipe
+  step / (plain step + the per-epoch augmentation amortised per step), an augmented-training step
+  of the same student (targets: augmented <= 1.15, consistency <= 2.3 x plain; the per-teacher
+  ratios are reported).
 * ``eval``: :func:`kdinv.training.predict` (eval mode, no grad, inputs on the CPU as in the
   evaluation jobs) over ``--eval-batches`` batches of the model's ``eval_batch_size``.
 
@@ -51,6 +60,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -74,7 +84,16 @@ from kdinv.symmetry.transforms import make_augmentation  # noqa: E402
 from kdinv.distill.losses import kd_loss  # noqa: E402
 from kdinv.models import build_model  # noqa: E402
 from kdinv.models.wrappers import Standardized  # noqa: E402
-from kdinv.training import TrainConfig, pick_device, predict  # noqa: E402
+from kdinv.distill.losses import recipe_loss  # noqa: E402
+from kdinv.training import Batch, TrainConfig, pick_device, predict  # noqa: E402
+
+RECIPE_CASES = [  # (name, recipe spec, the teacher runs every step)
+    ("augmented", {"recipe": "augmented"}, False),
+    ("augmented+teacher", {"recipe": "augmented"}, True),
+    ("consistency", {"recipe": "consistency", "weight": 1.0}, False),
+    ("mixup", {"recipe": "mixup", "alpha": 0.4}, True),
+]
+RECIPE_TARGETS = {"recipe:augmented": ("ratio_vs_aug_train", 1.15), "recipe:consistency": ("ratio_vs_plain", 2.3)}
 
 # Official training splits; the folds' training part is (folds - 1) / folds of it (config: 5).
 TRAIN_SPLIT = {
@@ -83,7 +102,7 @@ TRAIN_SPLIT = {
     "jets": 630_000,  # hls4ml_LHCjet_150p_train, Zenodo 3602260 (approx.) -> ~504,000 per fold
 }
 COLUMNS = ["row", "model", "role", "case", "path", "batch", "steps", "samples_per_s", "step_ms",
-           "data_ms", "data_share", "aug_ms", "peak_mem_mb", "ratio_vs_plain", "note"]
+           "data_ms", "data_share", "aug_ms", "peak_mem_mb", "ratio_vs_plain", "ratio_vs_aug_train", "note"]
 SMALL_MODELS = ("mlp", "jet-mlp", "jet-deepsets", "jet-deepsets-prime")  # the data-share targets
 RATIO_TARGET, SHARE_TARGET = 1.15, 0.10
 CHUNKS = 30  # timed chunks per case; the fastest is reported
@@ -332,12 +351,35 @@ def run_case(c: dict) -> list[dict]:
     variants = {"plain": plain}
     if distill:
         variants["distill"] = _warm(teacher_batches(), distill_step, warmup)
+    recipe_names = []
+    if distill and c["path"] == "project" and c.get("recipes"):
+        augment = make_augmentation(c["symmetry"])
+        teacher = make_model(c["teacher"], c["shape"], c["classes"], c["kind"]).to(dev).eval()
+        precision = "bf16" if c["bf16"] else "float32"
+        for name, spec, with_teacher in RECIPE_CASES:
+            loss_fn = recipe_loss({"direction": "forward", **spec}, c["temperature"], augment,
+                                  teacher if with_teacher else None)
+            counter = itertools.count()
+
+            def recipe_step(xb, tb, loss_fn=loss_fn, counter=counter):
+                step = next(counter)
+                batch = Batch(xb, tb, None, 1, step, step, dev, precision)
+                loss = loss_fn(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                total.add_(loss.detach() * len(xb))
+
+            variants[f"recipe:{name}"] = _warm(teacher_batches(), recipe_step, warmup)
+            recipe_names.append(f"recipe:{name}")
     fetch = teacher_batches() if distill else plain_batches()
     variants["data"] = _warm(fetch, lambda *batch: None, warmup)  # the batch fetch alone
     timings = _interleaved(variants, steps, dev, c["min_chunk_s"])
     peak, (data, _) = memory.mb(), timings.pop("data")
     seconds = {name: t for name, (t, _) in timings.items()}
-    if c["path"] == "project" and c["case"] == "train":  # after the memory reading: not in it
+    if c["path"] == "project" and (c["case"] == "train" or recipe_names):  # not in the memory reading
         augment = make_augmentation(c["symmetry"])
         _sync(dev)
         start = time.perf_counter()
@@ -353,6 +395,11 @@ def run_case(c: dict) -> list[dict]:
     if distill:
         rows[0]["note"] = "timed with distill (interleaved)"
         rows[1]["ratio_vs_plain"] = seconds["distill"] / seconds["plain"]
+        for r in rows[2:]:
+            r["ratio_vs_plain"] = seconds[r["case"]] / seconds["plain"]
+            r["aug_ms"] = float("nan")
+            if r["case"] == "recipe:augmented":
+                r["ratio_vs_aug_train"] = seconds[r["case"]] / (seconds["plain"] + aug_ms / 1e3)
     return rows
 
 
@@ -440,6 +487,13 @@ def print_checks(results: list[dict]) -> None:
             print(f"  {r['row']:14s} {r['model']:16s} distill/plain: project "
                   f"{r['ratio_vs_plain']:.2f} ({ok}), naive "
                   f"{_fmt(naive.get('ratio_vs_plain', math.nan))}")
+    for r in results:
+        if r["case"].startswith("recipe:") and "ratio_vs_plain" in r:
+            key, target = RECIPE_TARGETS.get(r["case"], ("ratio_vs_plain", None))
+            verdict = "" if target is None else (" (ok)" if r[key] <= target else " (MISSED)") + f", target {target}"
+            extra = f", vs augmented training {r['ratio_vs_aug_train']:.2f}" if "ratio_vs_aug_train" in r else ""
+            print(f"  {r['row']:14s} {r['model']:16s} {r['case']}: {key} {r[key]:.2f}{verdict}"
+                  f"{extra} (vs plain {r['ratio_vs_plain']:.2f})")
     for r in results:
         if r["model"] in SMALL_MODELS and r["path"] == "project" and "data_share" in r:
             naive = by.get((r["row"], r["model"], r["case"], "naive"), {})
@@ -547,6 +601,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA; CPU works "
                         "too but is slow without AMX/AVX512-BF16)")
     parser.add_argument("--epochs-table", action="store_true")
+    parser.add_argument("--recipes", action="store_true",
+                        help="time each distillation recipe's step against the plain step too")
     parser.add_argument("--csv", help="default: benchmarks/results-<device>-<scale>.csv")
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
@@ -572,7 +628,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for c in cases:
         c.update(device=str(dev), steps=steps, warmup=args.warmup, eval_batches=args.eval_batches,
                  threads=threads, bf16=args.bf16, temperature=args.temperature,
-                 min_chunk_s=args.min_chunk_ms / 1e3)
+                 min_chunk_s=args.min_chunk_ms / 1e3, recipes=args.recipes)
     if dev.type == "cpu":
         prewarm()
     results = []

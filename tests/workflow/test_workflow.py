@@ -323,18 +323,38 @@ def test_download_rule_refuses_a_corrupted_mirror(tmp_path, http_server):
 
 
 @pytest.mark.e2e
-def test_two_runs_give_bit_identical_metrics(smoke_run, tmp_path):
-    """Same config and seeds, a second run from scratch in another folder: the same metric tables,
-    bit for bit. To keep CI short it redoes fold 0 at T = 4 of every row (every architecture,
-    training, augmentation, distillation and evaluation kind) rather than the whole grid."""
+def test_killed_workflow_unlocked_and_rerun_gives_bit_identical_metrics(smoke_run, tmp_path):
+    """A second run from scratch in another folder is SIGKILLed as a whole part-way (Snakemake and
+    its jobs: the process group), as README's "When something goes wrong" describes; the same
+    command then refuses the locked directory, `snakemake --unlock` clears it, and the rerun ends
+    with the first run's metric tables, bit for bit. To keep CI short it redoes fold 0 at T = 4 of
+    every row (every architecture, training, augmentation, recipe, distillation and evaluation kind)
+    rather than the whole grid."""
+    import signal
+    import time
+
     (tmp_path / "again").mkdir()
     again = copy_workflow(tmp_path / "again")
     targets = sorted(
         str(p.relative_to(smoke_run))
         for p in (smoke_run / "results").glob("*/evaluation/fold0/*.parquet")
-        if p.name in ("trained.parquet", "distill-T4.parquet")
+        if p.name in ("trained.parquet", "distill-T4.parquet", "distill-plain_reverse-T4.parquet")
     )
-    assert len(targets) == 3 + 3  # every dataset: its trainings, and its distillations at T = 4
+    assert len(targets) == 3 * 3  # every dataset: its trainings, its distillations of both recipes at T = 4
+    cmd = SNAKEMAKE + ["--cores", "2", "--configfile", "smoke.yaml", "--", *targets]
+    proc = subprocess.Popen(cmd, cwd=again, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 600
+    while len(list((again / "results").glob("*/train/*/*/fold0/model.pt"))) < 6:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no training finished within 10 minutes"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and every job it started
+    proc.wait(timeout=60)
+    time.sleep(1)
+    locked = run(["--cores", "2", "--configfile", "smoke.yaml", "--", *targets], cwd=again, check=False)
+    assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
+    run(["--unlock", "--configfile", "smoke.yaml"], cwd=again)
     run(["--cores", "2", "--configfile", "smoke.yaml", "--", *targets], cwd=again)
     for target in targets:
         first = pd.read_parquet(smoke_run / target)
