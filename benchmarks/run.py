@@ -297,16 +297,18 @@ def run_case(c: dict) -> list[dict]:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
 
-    def update(xb, tb, loss_fn):  # the body of kdinv.training.fit's batch loop
-        with amp():
-            out = model(xb)
-        loss = loss_fn(out.float(), tb)
+    def optimise(loss):  # the rest of kdinv.training.fit's batch loop
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         return loss.detach()
+
+    def update(xb, tb, loss_fn):  # the body of kdinv.training.fit's batch loop, one forward
+        with amp():
+            out = model(xb)
+        return optimise(loss_fn(out.float(), tb))
 
     aug_ms, distill = float("nan"), c["case"] == "distill"
     if c["path"] == "project":
@@ -364,13 +366,7 @@ def run_case(c: dict) -> list[dict]:
             def recipe_step(xb, tb, loss_fn=loss_fn, counter=counter):
                 step = next(counter)
                 batch = Batch(xb, tb, None, 1, step, step, dev, precision)
-                loss = loss_fn(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                total.add_(loss.detach() * len(xb))
+                total.add_(optimise(loss_fn(model, batch)) * len(xb))
 
             variants[f"recipe:{name}"] = _warm(teacher_batches(), recipe_step, warmup)
             recipe_names.append(f"recipe:{name}")
