@@ -66,7 +66,8 @@ def teacher_gate(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, 
             raise TeacherNotInvariant(
                 f"{name}: the teacher's IM under {sym} ({spec['transform']}) is {found[sym]:.3g} in float64 "
                 f"on the test split, above {TEACHER_IM_MAX:g}: it is not invariant, so nothing is distilled "
-                "from it (DECISIONS.md: a teacher that fails this is a bug, not a result)"
+                "from it (a teacher that fails this is a bug, not a result; docs/method.md, "
+                "\"The teacher gate\")"
             )
     return found
 
