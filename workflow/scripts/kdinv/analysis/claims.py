@@ -175,9 +175,12 @@ class Claim:
     across: str = "every"
 
     def verdict(self, items: pd.DataFrame) -> str:
-        if items.empty or (items["n_folds"] == 0).all():
+        """The claim's verdict from its comparisons' rows; a comparison without a rule (shown for
+        information, e.g. the accuracy change of (i)) has no verdict and does not take part."""
+        decided = items[items["verdict"].notna()] if not items.empty else items
+        if decided.empty or (decided["n_folds"] == 0).all():
             return UNSURE
-        return aggregate(items["verdict"], self.across)
+        return aggregate(decided["verdict"], self.across)
 
 
 # ---------------------------------------------------------------------------------- the sentences
