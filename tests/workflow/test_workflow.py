@@ -228,7 +228,7 @@ def test_smoke_run_metric_table(smoke_run):
     assert distilled[["agreement", "kl"]].notna().all().all()
     assert trained[["agreement", "kl"]].isna().all().all()
     assert (table[["accuracy", "ece", "agreement"]].dropna() <= 1).all().all()
-    # the structurally invariant teachers are invariant (DECISIONS.md: IM <= 1e-4), the students are not
+    # the structurally invariant teachers are invariant (IM <= 1e-4), the students are not
     for row in ROWS:
         mine = trained[(trained["dataset"] == row["dataset"]) & (trained["symmetry"] == row["symmetry"])]
         teachers = mine[mine["model"].isin([row["teacher"], row["teacher_prime"]])]

@@ -340,7 +340,7 @@ ACCURACY_KD_MINUS_ALONE = Comparison("accuracy_kd_minus_alone", "accuracy", Seri
 IM_KD_BEST_MINUS_AUG = Comparison("im_kd_best_minus_aug", "im", Series("t→s", "IM(t→s, best T)"), S_AUG,
                                   "above", when="best_temperature")
 
-# Beyond the paper (BEYOND.md §3): the distillation recipes.
+# Beyond the paper (docs/beyond.md): the distillation recipes.
 KD_AUG = "t→s, augmented"
 IM_AUGKD_MINUS_AUG = Comparison(
     "im_augmented_kd_minus_aug", "im", Series("t→s", f"IM({KD_AUG})", recipe="augmented"), S_AUG, "at_most",
