@@ -8,11 +8,15 @@
 #   results/{dataset}/folds/fold{fold}.pt                                  make_folds
 #   results/{dataset}/train/{model}/{augment}/fold{fold}/model.pt          train_model
 #   results/{dataset}/train/{model}/{augment}/fold{fold}/train_logits.pt   train_model (teacher cache)
-#   results/{dataset}/distill/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}/model.pt
+#   results/{dataset}/{method}/{teacher}/{teacher_augment}/{student}/T{temperature}/fold{fold}/model.pt
 #                                                                          distill_student
-#   <each run folder above>/metrics.parquet, test_logits.pt                evaluate_trained, evaluate_distilled
+#   results/{dataset}/evaluation/fold{fold}/trained.parquet, trained_test_logits.pt
+#                                                                          evaluate_trained
+#   results/{dataset}/evaluation/fold{fold}/{method}-T{temperature}.parquet
+#                                                                          evaluate_distilled
 #   results/metrics.parquet                                                collect_metrics
 #   results/figures/figure1.{png,pdf}                                      plot_figure1
+#   results/figures/tradeoff.{png,pdf}                                     plot_tradeoff
 #   results/findings.{parquet,md,html}                                     write_findings
 #   results/curves.parquet, results/figures/curves.{png,pdf}               plot_curves
 #   results/tables/<row>.csv                                               write_row_tables
@@ -21,7 +25,8 @@
 #   logs/benchmarks/{rule}/<the output's wildcard path>.tsv
 #
 # {augment} is "plain" or a symmetry name (training on transformed data, e.g. "translation");
-# {temperature} is written in one spelling (4, not 4.0).
+# {method} is "distill" for the paper's KD and "distill-<variant>" for a distillation recipe's
+# variant (e.g. distill-plain_reverse); {temperature} is written in one spelling (4, not 4.0).
 
 
 from snakemake.utils import min_version

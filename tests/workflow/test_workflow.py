@@ -228,7 +228,7 @@ def test_smoke_run_metric_table(smoke_run):
     assert distilled[["agreement", "kl"]].notna().all().all()
     assert trained[["agreement", "kl"]].isna().all().all()
     assert (table[["accuracy", "ece", "agreement"]].dropna() <= 1).all().all()
-    # the structurally invariant teachers are invariant (DECISIONS.md: IM <= 1e-4), the students are not
+    # the structurally invariant teachers are invariant (IM <= 1e-4), the students are not
     for row in ROWS:
         mine = trained[(trained["dataset"] == row["dataset"]) & (trained["symmetry"] == row["symmetry"])]
         teachers = mine[mine["model"].isin([row["teacher"], row["teacher_prime"]])]
@@ -325,8 +325,8 @@ def test_download_rule_refuses_a_corrupted_mirror(tmp_path, http_server):
 @pytest.mark.e2e
 def test_killed_workflow_unlocked_and_rerun_gives_bit_identical_metrics(smoke_run, tmp_path):
     """A second run from scratch in another folder is SIGKILLed as a whole part-way (Snakemake and
-    its jobs: the process group), as README's "When something goes wrong" describes; the same
-    command then refuses the locked directory, `snakemake --unlock` clears it, and the rerun ends
+    its jobs: the process group), as docs/running.md ("Resume and troubleshooting") describes; the
+    same command then refuses the locked directory, `snakemake --unlock` clears it, and the rerun ends
     with the first run's metric tables, bit for bit. To keep CI short it redoes fold 0 at T = 4 of
     every row (every architecture, training, augmentation, recipe, distillation and evaluation kind)
     rather than the whole grid."""
@@ -451,7 +451,7 @@ def test_settings_that_cannot_change_a_cpu_result_rerun_no_job(smoke_run):
 def test_deleted_checkpoint_is_redone_with_its_dependants_on_request(smoke_run, tmp_path):
     """Snakemake regenerates a deleted intermediate file only when something downstream needs it,
     so deleting a checkpoint alone plans nothing; naming it with -R (--forcerun) plans exactly it
-    and everything that depends on it (README: "What reruns when you change the config")."""
+    and everything that depends on it (docs/configuration.md, "What reruns")."""
     target = "results/mnist/train/resnet/plain/fold0/model.pt"
     shutil.move(smoke_run / target, tmp_path / "model.pt")
     try:

@@ -4,8 +4,7 @@ split), and the teacher gate.
 
 One evaluation job evaluates a group of runs of one dataset's fold (:data:`kdinv.paths.EVALUATION`):
 the transformed copies that IM compares with are drawn once per symmetry from a seeded generator
-and are the same for every model of the fold (DECISIONS.md), so models are compared on identical
-inputs.
+and are the same for every model of the fold, so models are compared on identical inputs.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from kdinv.training import pick_device, predict
 log = logging.getLogger(__name__)
 
 TEACHER_IM_MAX = 1e-4
-"""DECISIONS.md, "What every teacher must show": a teacher's IM on transformed test inputs."""
+"""The largest IM a teacher may have on transformed test inputs (docs/method.md, the teacher gate)."""
 
 
 class TeacherNotInvariant(RuntimeError):
@@ -66,7 +65,8 @@ def teacher_gate(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, 
             raise TeacherNotInvariant(
                 f"{name}: the teacher's IM under {sym} ({spec['transform']}) is {found[sym]:.3g} in float64 "
                 f"on the test split, above {TEACHER_IM_MAX:g}: it is not invariant, so nothing is distilled "
-                "from it (DECISIONS.md: a teacher that fails this is a bug, not a result)"
+                "from it (a teacher that fails this is a bug, not a result; docs/method.md, "
+                "\"The teacher gate\")"
             )
     return found
 

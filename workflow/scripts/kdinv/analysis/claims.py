@@ -175,9 +175,12 @@ class Claim:
     across: str = "every"
 
     def verdict(self, items: pd.DataFrame) -> str:
-        if items.empty or (items["n_folds"] == 0).all():
+        """The claim's verdict from its comparisons' rows; a comparison without a rule (shown for
+        information, e.g. the accuracy change of (i)) has no verdict and does not take part."""
+        decided = items[items["verdict"].notna()] if not items.empty else items
+        if decided.empty or (decided["n_folds"] == 0).all():
             return UNSURE
-        return aggregate(items["verdict"], self.across)
+        return aggregate(decided["verdict"], self.across)
 
 
 # ---------------------------------------------------------------------------------- the sentences
@@ -337,7 +340,7 @@ ACCURACY_KD_MINUS_ALONE = Comparison("accuracy_kd_minus_alone", "accuracy", Seri
 IM_KD_BEST_MINUS_AUG = Comparison("im_kd_best_minus_aug", "im", Series("t→s", "IM(t→s, best T)"), S_AUG,
                                   "above", when="best_temperature")
 
-# Beyond the paper (BEYOND.md §3): the distillation recipes.
+# Beyond the paper (docs/beyond.md): the distillation recipes.
 KD_AUG = "t→s, augmented"
 IM_AUGKD_MINUS_AUG = Comparison(
     "im_augmented_kd_minus_aug", "im", Series("t→s", f"IM({KD_AUG})", recipe="augmented"), S_AUG, "at_most",

@@ -22,44 +22,22 @@ pairing removes the between-fold variation that the figure's error bars show.
 Each claim below is one object of :data:`kdinv.analysis.claims.CLAIMS` (its comparisons, threshold,
 verdict rule and sentence); this module runs them over the table and writes the reports.
 
-Comparisons (column ``comparison``; ``temperature`` is NaN for the per-row items):
+Each comparison is a row of the findings table (column ``comparison``; ``temperature`` is NaN
+for the per-row items). The claims, their comparisons, thresholds and verdict rules are listed in
+docs/method.md ("The findings"); in short:
 
-``teacher_im``            IM(t) − 0: the teacher's structural invariance; ``max_a`` is its max.
-``im_kd_minus_self``      IM(t→s) − IM(s→s), per T.
-``im_kd_minus_aug``       IM(t→s) − IM(s_aug), per T (shown, no verdict of its own).
-``im_kd_best_minus_aug``  IM(t→s at the best T) − IM(s_aug); the best T (``best_temperature``) is
-                          the one whose mean IM(t→s) over all its folds is lowest (ties: lowest T).
-``agreement_kd_minus_control``  agreement(t→s, vs t) − agreement(t'→s', vs t), per T.
-``accuracy_kd_minus_alone``     accuracy(t→s) − accuracy(s), per T.
+(a) ``teacher_im``: the largest IM(t) over folds is at most 1e-4 (one fold suffices).
+(b) ``im_kd_minus_self``: IM(t→s) − IM(s→s) lies within ± 10 % of the mean IM(s→s), per T (an
+    equivalence test).
+(c) ``im_kd_best_minus_aug``: IM(t→s) at the best T − IM(s_aug) is above 0; the best T is the
+    one whose t→s has the lowest mean validation IM over its folds (ties: lowest T).
+(d) ``agreement_kd_minus_control``: agreement(t→s, vs t) − agreement(t'→s', vs t) is above 0, per T.
+(e) ``accuracy_kd_minus_alone``: accuracy(t→s) − accuracy(s) is at least −1 percentage point, per T.
+(f)-(j) test the distillation recipes, where they ran. ``im_kd_minus_aug`` (IM(t→s) − IM(s_aug),
+per T) is shown without a verdict.
 
-Verdict rules ("holds" / "does not hold" / "inconclusive"); ``threshold`` holds the number each
-interval is compared with, on the scale of the difference:
-
-(a) The teacher is invariant (§3.2; DECISIONS "What every teacher must show"): holds when the
-    largest teacher IM over folds is ≤ 1e-4, does not hold when it is larger; inconclusive when
-    the table has no teacher row. One fold suffices: it is a property of each trained model.
-(b) KD does not make the student more invariant than self-distillation does (§4, Fig. 1 column 4:
-    "distillation from teacher to student leads to comparable invariance as obtained by performing
-    self-distillation"). The margin m_T = ``relative_margin`` (10 %) × mean IM(s→s) at T; the
-    threshold is −m_T. Per T: holds when ci_low ≥ −m_T (the improvement IM(s→s) − IM(t→s) is below
-    the margin with 95 % confidence), does not hold when ci_high < −m_T (KD is significantly better
-    than self-distillation by more than the margin), inconclusive otherwise or with k < 2.
-(c) Training on transformed data gives a more invariant student than KD (§4: "the student models
-    that perform the best in the invariance metric are the ones that are trained on transformed
-    data"), tested against the best KD student: holds when ci_low > 0 for IM(t→s best) − IM(s_aug),
-    does not hold when ci_high ≤ 0, inconclusive otherwise or with k < 2.
-(d) The students are faithful to their own teacher beyond what generalisation explains (§3.4 control;
-    §4 "this is true for high-fidelity students"): per T, holds when ci_low > 0 for agreement(t→s)
-    − agreement(t'→s' vs t), does not hold when ci_high ≤ 0, inconclusive otherwise or with k < 2.
-(e) KD does not hurt the student's accuracy (the paper, §4, states "generalisation ability of
-    students improves"; the direction is reported in the sentence): per T, holds when ci_low ≥
-    −``accuracy_margin`` (1 percentage point), does not hold when ci_high < −``accuracy_margin``,
-    inconclusive otherwise or with k < 2. A T at which KD is significantly better (ci_low > 0) is
-    named in the sentence as an improvement.
-
-The per-T claims (b), (d) and (e) are claims about every temperature, so a row's verdict is "holds"
-when the claim holds at every T, "does not hold" when it fails at some T, and "inconclusive"
-otherwise (some T inconclusive, none failing).
+A claim about every temperature holds when it holds at every T, does not hold when it fails at
+some T, and is inconclusive otherwise; (j) is a claim about some temperature.
 """
 
 from __future__ import annotations
@@ -212,8 +190,8 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
         "",
         "Differences are means over folds paired by fold, with the 95 % t-interval over folds "
         "in brackets. ✓ the claim tested by the column holds at that T, ✗ it does not, ? "
-        "inconclusive. The rules are in `kdinv/analysis/claims.py` (one object per claim) and the "
-        "docstring of `kdinv/analysis/findings.py`.",
+        "inconclusive. The rules are in `kdinv/analysis/claims.py` (one object per claim) and in "
+        "docs/method.md.",
         "",
         "The folds share training data (each pair of folds trains on overlapping parts of the "
         "training split) and the teacher of a fold is reused by every student of that fold, so the "
