@@ -72,6 +72,7 @@ BAD = [
     (("seed",), -3, "seed"),
     (("threads",), 0, "threads"),
     (("resume_every",), 0, "resume_every"),
+    (("resume_minutes",), -1, "resume_minutes"),
     (("precision",), "fp16", "precision"),
     (("job_resources", "gpu_shards"), 1, "models.mlp.jobs_per_gpu"),
     (("models", "mlp", "jobs_per_gpu"), 0, "jobs_per_gpu"),

@@ -17,7 +17,8 @@ train_model(
     out_model=snakemake.output.model,
     out_logits=snakemake.output.logits,
     wildcards=dict(snakemake.wildcards.items()),
-    # read from the config, not a tracked param: how often the resume state is saved cannot change
-    # a result, so editing it reruns nothing
+    # read from the config, not tracked params: how often the resume state is saved cannot change
+    # a result, so editing them reruns nothing
     resume_every=snakemake.config["resume_every"],
+    resume_minutes=snakemake.config["resume_minutes"],
 )

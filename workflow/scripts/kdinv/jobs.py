@@ -76,6 +76,7 @@ def train_model(
     wildcards: dict,
     resume_every: int = 1,
     precision: str = "float32",
+    resume_minutes: float = 0.0,
 ) -> None:
     """Train ``model_spec`` with cross-entropy on the fold's training part.
 
@@ -97,7 +98,8 @@ def train_model(
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], F.cross_entropy, cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, precision=precision,
+        resume=_resume_file(out_model), resume_every=resume_every, resume_minutes=resume_minutes,
+        precision=precision,
         fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards, precision),
     )
     model.load_state_dict(state)
@@ -127,6 +129,7 @@ def distill_student(
     wildcards: dict,
     resume_every: int = 1,
     precision: str = "float32",
+    resume_minutes: float = 0.0,
 ) -> None:
     """Distil the cached teacher logits into a freshly initialised student (alpha = 1: KD term only).
 
@@ -150,7 +153,8 @@ def distill_student(
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, precision=precision,
+        resume=_resume_file(out_model), resume_every=resume_every, resume_minutes=resume_minutes,
+        precision=precision,
         fingerprint=_fingerprint(student_spec, temperature, direction, seed, wildcards, precision),
     )
     save_tensors(
