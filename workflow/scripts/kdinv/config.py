@@ -133,6 +133,12 @@ def validate_config(config: dict, schema: dict) -> dict:
                     f"{key}: {n} jobs cannot share one GPU of job_resources.gpu_shards = {shards} "
                     f"shards (each needs at least one)"
                 )
+    resources = config["job_resources"]
+    if resources["max_runtime"] < resources["runtime"]:
+        problems.append(
+            f"job_resources.max_runtime: {resources['max_runtime']} minutes is less than "
+            f"job_resources.runtime ({resources['runtime']}), the time limit of a first attempt"
+        )
     for name, ds in config["datasets"].items():
         if ds["source"] == "local" and not ds.get("local_dir"):
             problems.append(f"datasets.{name}.local_dir: required when source is 'local'")
