@@ -4,6 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
+from kdinv.cluster import install as install_slurm_state_fix
 from kdinv.config import (
     PLAIN,
     canonical,
@@ -21,6 +22,9 @@ from kdinv.config import (
 validate_config(
     config, load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 )
+# On SLURM: jobs cancelled ("CANCELLED by <uid>") or preempted and not requeued are reported to the
+# executor plugin as failed instead of running forever (kdinv/cluster.py).
+install_slurm_state_fix()
 
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_temperature(t) for t in config["temperatures"]]
