@@ -1,10 +1,14 @@
 """Rule distill_student: one distillation (teacher, student, temperature, fold)."""
 
 from kdinv.jobs import distill_student
-from kdinv.runtime import start_job
+from kdinv.runtime import asked_for_gpu, require_visible_gpu, start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
+require_visible_gpu(
+    p.device, asked_for_gpu(snakemake.resources),
+    f"{snakemake.rule} " + " ".join(f"{k}={v}" for k, v in snakemake.wildcards.items()),
+)
 log.info("seed %d, T %g, kd_direction %s", p.seed, p.temperature, p.direction)
 distill_student(
     train_split=snakemake.input.train,

@@ -1,10 +1,14 @@
 """Rule train_model: one supervised training (model, plain or augmented data, fold)."""
 
 from kdinv.jobs import train_model
-from kdinv.runtime import start_job
+from kdinv.runtime import asked_for_gpu, require_visible_gpu, start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
 p = snakemake.params
+require_visible_gpu(
+    p.device, asked_for_gpu(snakemake.resources),
+    f"{snakemake.rule} " + " ".join(f"{k}={v}" for k, v in snakemake.wildcards.items()),
+)
 log.info("seed %d", p.seed)
 train_model(
     train_split=snakemake.input.train,
