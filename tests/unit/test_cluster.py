@@ -82,3 +82,21 @@ def test_the_pinned_plugin_still_has_the_status_query_the_fix_wraps():
     source = inspect.getsource(plugin.Executor.check_active_jobs)
     assert '"CANCELLED"' in source and 'status == "PREEMPTED"' in source
     assert "await query_job_status(" in source
+
+
+def test_the_pinned_plugin_refuses_a_gpu_type_with_a_hyphen():
+    """docs/cluster.md: such a type is chosen by partition or node feature (constraint) instead."""
+    utils = pytest.importorskip(f"{cluster.PLUGIN}.utils")
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    def submit(**resources):
+        return utils.set_gres_string(types.SimpleNamespace(resources=Resources(resources))).split()
+
+    assert submit(gpu=1, gpu_model="a100") == ["--gpus=a100:1"]
+    with pytest.raises(WorkflowError, match="a100-80gb"):
+        submit(gpu=1, gpu_model="a100-80gb")
+    with pytest.raises(WorkflowError, match="gpu:a100-80gb:1"):
+        submit(gpu=0, gres="gpu:a100-80gb:1")
