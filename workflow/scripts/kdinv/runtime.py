@@ -50,21 +50,20 @@ def require_visible_gpu(device: str, asked: bool, job: str) -> None:
     (:func:`asked_for_gpu`); ``job``: the rule and wildcards, for the message. Outside SLURM (a
     workstation without a GPU) ``auto`` keeps meaning the CPU when there is no GPU.
     """
-    if device == "cpu" or not asked or "SLURM_JOB_ID" not in os.environ:
-        return
-    import torch
+    if device != "cpu" and asked and "SLURM_JOB_ID" in os.environ:
+        import torch  # only jobs that ask for a GPU get here, and their environments have torch
 
-    if torch.cuda.is_available():
-        return
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    raise RuntimeError(
-        f"{job}: SLURM job {os.environ['SLURM_JOB_ID']} on {os.environ.get('SLURMD_NODENAME', '?')} "
-        f"was given a GPU (CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}) "
-        f"but torch {torch.__version__} (CUDA build: {torch.version.cuda}) sees no CUDA device, so "
-        f"it stops instead of training with device {device!r} on the CPU. Check that the node's "
-        "NVIDIA driver works (nvidia-smi in a job) and that the environment has a CUDA build of "
-        "torch (docs/cluster.md)."
-    )
+        if not torch.cuda.is_available():
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise RuntimeError(
+                f"{job}: SLURM job {os.environ['SLURM_JOB_ID']} on "
+                f"{os.environ.get('SLURMD_NODENAME', '?')} was given a GPU (CUDA_VISIBLE_DEVICES="
+                f"{'unset' if visible is None else repr(visible)}) but torch {torch.__version__} (CUDA "
+                f"build: {torch.version.cuda}) sees no CUDA device, so it stops instead of training "
+                f"with device {device!r} on the CPU. Check that the node's NVIDIA driver works "
+                "(nvidia-smi in a job) and that the environment has a CUDA build of torch "
+                "(docs/cluster.md)."
+            )
 
 
 def write_source_manifest(path: str, source: str | Path, **extra) -> None:
