@@ -64,8 +64,9 @@ SLICE = {
     "device": "cpu",
     "threads": 1,
     # 10 minutes, of which no job needs 2: SIGTERM 150 s before the limit (signal_seconds = 180,
-    # at most a quarter of the limit); retries ask for 20 minutes and 900 MB
-    "job_resources": {"mem_mb": 600, "runtime": 10},
+    # at most a quarter of the limit); retries ask for 20 minutes and 1500 MB. 1000 MB: enough for
+    # three copies of the MNIST training split (the config keeps the MNIST data set)
+    "job_resources": {"mem_mb": 1000, "runtime": 10},
     "evaluation": {"batch_size": 1024},
     "datasets": {
         "jets": {"source": "offline", "offline_files": {"train": 2, "val": 1}, "offline_jets_per_file": 1000},
@@ -396,10 +397,10 @@ def test_a_job_near_its_time_limit_gets_sigterm_before_it_saves_and_its_retry_re
     [[state, elapsed, limit, mem]] = _sacct("-X", "-j", job, "--format=State,ElapsedRaw,TimelimitRaw,ReqMem")
     # SIGTERM (--signal=TERM@150) ended it before its limit: FAILED, not TIMEOUT
     assert state == "FAILED" and int(elapsed) < int(limit) * 60, (state, elapsed, limit)
-    assert mem == "600M"
+    assert mem == "1000M"
     # the retry asked for twice the time and 1.5 times the memory, and resumed
     [[limit, mem]] = _sacct("-X", "-j", jobs[1], "--format=TimelimitRaw,ReqMem")
-    assert (limit, mem) == ("20", "900M")
+    assert (limit, mem) == ("20", "1500M")
     resumed = [_resumed_at(t) for key, t in events.logs.items() if key.startswith(f"{log} (job {jobs[1]},")]
     assert resumed and resumed[0] is not None and resumed[0] >= epoch, events.runs_of(log)
 

@@ -167,7 +167,7 @@ def test_a_retry_asks_for_more_time_and_memory_up_to_the_cap(tmp_path):
         "job_resources": {"runtime": 240, "max_runtime": 600, "mem_mb": 8000, "mem_growth": 1.5},
     }))
     (workdir / "short.yaml").write_text(yaml.safe_dump({
-        "temperatures": [4], "folds": 2, "job_resources": {"runtime": 1, "mem_mb": 600, "mem_growth": 1.0},
+        "temperatures": [4], "folds": 2, "job_resources": {"runtime": 1, "mem_mb": 1000, "mem_growth": 1.0},
     }))
 
     def asked(configfile, attempt):
@@ -184,7 +184,7 @@ def test_a_retry_asks_for_more_time_and_memory_up_to_the_cap(tmp_path):
         assert plan["evaluate_trained"] == (30, 8000, "")  # evaluations: fixed, no early signal
     for attempt in (1, 2):
         plan = asked("short.yaml", attempt)
-        assert plan["train_model"] == (attempt, 600, f"--signal=TERM@{15 * attempt}"), attempt
+        assert plan["train_model"] == (attempt, 1000, f"--signal=TERM@{15 * attempt}"), attempt
 
 
 def test_slurm_plugin_submits_shared_jobs_as_shards():
