@@ -1,8 +1,10 @@
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
+from kdinv.cluster import install as install_slurm_state_fix
 from kdinv.config import (
     canonical,
     config_warnings,
@@ -33,6 +35,9 @@ validate_config(
 )
 for warning in config_warnings(config):
     logger.warning(f"config: {warning}")
+# On SLURM: jobs cancelled ("CANCELLED by <uid>") or preempted and not requeued are reported to the
+# executor plugin as failed instead of running forever (kdinv/cluster.py).
+install_slurm_state_fix()
 
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_number(t) for t in config["temperatures"]]
@@ -241,9 +246,31 @@ def fetch_retries():
 
 def job_runtime(wildcards, attempt):
     """Minutes asked for a training or distillation job: the configured limit times the attempt,
-    so a job killed at its time limit is retried (profile ``retries``) with more time, and
-    continues from its resume state."""
-    return config["job_resources"]["runtime"] * attempt
+    so a job stopped at its time limit is retried (profile ``retries``) with more time and
+    continues from its resume state; at most ``job_resources.max_runtime`` (the partition's
+    MaxTime: a job asking for more would pend forever)."""
+    resources = config["job_resources"]
+    return min(resources["runtime"] * attempt, resources["max_runtime"])
+
+
+def job_mem_mb(wildcards, attempt):
+    """Memory (MB) asked for a training or distillation job: ``job_resources.mem_mb`` times
+    ``mem_growth`` per retry, so a job that ran out of memory is retried with more."""
+    resources = config["job_resources"]
+    return math.ceil(resources["mem_mb"] * resources["mem_growth"] ** (attempt - 1))
+
+
+def slurm_signal(wildcards, attempt):
+    """sbatch options of a training or distillation job (``slurm_extra``, read by the SLURM
+    executor plugin only): SIGTERM ``job_resources.signal_seconds`` before the time limit, at
+    most a quarter of it, so the job saves its resume state and exits in time (SLURM sends it
+    up to a minute earlier; without it, SIGTERM comes at the limit and SIGKILL KillWait later).
+    """
+    lead = min(
+        config["job_resources"]["signal_seconds"],
+        job_runtime(wildcards, attempt) * 60 // 4,
+    )
+    return f"--signal=TERM@{lead}" if lead > 0 else ""
 
 
 def input_scaling(w):

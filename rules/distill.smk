@@ -17,8 +17,9 @@ rule distill_student:
     threads: config["threads"]
     resources:
         **gpu_resources(model_jobs_per_gpu("student")),
-        mem_mb=config["job_resources"]["mem_mb"],
+        mem_mb=job_mem_mb,
         runtime=job_runtime,
+        slurm_extra=slurm_signal,
     params:
         spec=lambda w: model_spec(w.student, "distillation"),
         temperature=lambda w: float(w.temperature),

@@ -14,8 +14,9 @@ rule train_model:
     threads: config["threads"]
     resources:
         **gpu_resources(model_jobs_per_gpu("model")),
-        mem_mb=config["job_resources"]["mem_mb"],
+        mem_mb=job_mem_mb,
         runtime=job_runtime,
+        slurm_extra=slurm_signal,
     params:
         spec=lambda w: model_spec(w.model, "training"),
         symmetry=lambda w: symmetry_spec(w.dataset, w.augment),

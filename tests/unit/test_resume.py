@@ -240,3 +240,31 @@ def test_a_gpu_state_resumed_without_a_gpu_warns(caplog):
         set_rng_state(state, "job")
     if not torch.cuda.is_available():
         assert "saved on a GPU and resumes without one" in caplog.text
+def test_resume_state_waits_resume_minutes_between_saves(tmp_path, monkeypatch):
+    """A job of fast epochs saves its state at most every resume_minutes (here each batch takes a
+    minute of a fake clock: 4 batches per epoch, so a save every third epoch at 10 minutes)."""
+    import types
+
+    import kdinv.training as training
+
+    clock = [0.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=time.perf_counter, monotonic=lambda: clock[0]))
+    saved = []
+    original = training.save_tensors
+
+    def recording(obj, path):
+        if Path(path).name == "resume.pt":
+            saved.append((obj["epoch"], clock[0]))
+        return original(obj, path)
+
+    def loss(outputs, targets):
+        clock[0] += 60.0
+        return torch.nn.functional.cross_entropy(outputs, targets)
+
+    monkeypatch.setattr(training, "save_tensors", recording)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    seed_everything(0)
+    fit(torch.nn.Linear(4, 2), x, y, x, y, outputs_loss(loss), TrainConfig(epochs=7, batch_size=16, lr=1e-2),
+        torch.Generator().manual_seed(0), torch.device("cpu"), resume=tmp_path / "resume.pt",
+        resume_every=1, resume_minutes=10, fingerprint="f")
+    assert saved == [(4, 720.0), (7, 1440.0)]  # after epochs 3 and 6 (minutes 12 and 24)

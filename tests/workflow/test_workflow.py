@@ -157,6 +157,39 @@ def test_small_jobs_share_a_gpu(tmp_path):
     assert len(cpu) >= 23  # every (rule, model) pair was parsed (evaluations: one per rule)
 
 
+def test_a_retry_asks_for_more_time_and_memory_up_to_the_cap(tmp_path):
+    """What each attempt of a training or distillation asks the scheduler for. A dry run plans
+    attempt 1; ``--attempt n`` plans attempt n, as Snakemake does for a retry (it evaluates the
+    rules' resource functions with the attempt, and passes --attempt to the cluster job). The time
+    grows with the attempt up to job_resources.max_runtime, the memory by mem_growth per retry,
+    and SIGTERM comes signal_seconds before the limit, at most a quarter of it."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "caps.yaml").write_text(yaml.safe_dump({
+        "temperatures": [4], "folds": 2,
+        "job_resources": {"runtime": 240, "max_runtime": 600, "mem_mb": 8000, "mem_growth": 1.5},
+    }))
+    (workdir / "short.yaml").write_text(yaml.safe_dump({
+        "temperatures": [4], "folds": 2, "job_resources": {"runtime": 1, "mem_mb": 1000, "mem_growth": 1.0},
+    }))
+
+    def asked(configfile, attempt):
+        plan = planned_resources(run(["-n", "--configfile", configfile, "--attempt", str(attempt)], cwd=workdir).stdout)
+        rules = {rule: res for (rule, model), res in plan.items() if model in ("mlp", None)}
+        return {
+            rule: (int(rules[rule]["runtime"]), int(rules[rule]["mem_mb"]), rules[rule].get("slurm_extra", ""))
+            for rule in ("train_model", "distill_student", "evaluate_trained")
+        }
+
+    for attempt, runtime, mem in [(1, 240, 8000), (3, 600, 18000), (4, 600, 27000)]:  # 3 x 240 > 600
+        plan = asked("caps.yaml", attempt)
+        assert plan["train_model"] == plan["distill_student"] == (runtime, mem, "--signal=TERM@180"), attempt
+        # evaluations: sized to their runs (5 + 2 minutes per model: 4 or 6 models), no early signal
+        assert plan["evaluate_trained"] in ((13, 8000, ""), (17, 8000, ""))
+    for attempt in (1, 2):
+        plan = asked("short.yaml", attempt)
+        assert plan["train_model"] == (attempt, 1000, f"--signal=TERM@{15 * attempt}"), attempt
+
+
 def test_slurm_plugin_submits_shared_jobs_as_shards():
     """What snakemake-executor-plugin-slurm makes of those resources: a whole GPU as --gpus=1, a
     shared job as --gres=shard:N and no --gpus."""
@@ -433,15 +466,18 @@ def test_teacher_change_reruns_the_teacher_its_distillations_and_their_evaluatio
 
 @pytest.mark.e2e
 def test_settings_that_cannot_change_a_cpu_result_rerun_no_job(smoke_run):
-    """The smoke config runs on the CPU, where bf16 autocast never acts; resume_every only decides
-    how often a resume state is saved; jobs_per_gpu and gpu_shards only what jobs ask the
-    scheduler for. Editing them rewrites the run settings only."""
+    """The smoke config runs on the CPU, where bf16 autocast never acts; resume_every and
+    resume_minutes only decide how often a resume state is saved; jobs_per_gpu and
+    job_resources only what jobs ask the scheduler for. Editing them rewrites the run settings
+    only."""
     change = {
         "precision": "float32",
         "resume_every": 5,
+        "resume_minutes": 0,
         "evaluation": {"jobs_per_gpu": 2},
         "models": {"mlp": {"jobs_per_gpu": 4}},
-        "job_resources": {"gpu_shards": 8},
+        "job_resources": {"gpu_shards": 8, "mem_mb": 700, "mem_growth": 2, "runtime": 7, "max_runtime": 60,
+                          "signal_seconds": 30},
     }
     jobs = _plan_with(smoke_run, change, "settings.yaml")
     assert jobs == {"write_run_settings": 1, "all": 1}

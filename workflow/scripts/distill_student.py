@@ -2,10 +2,14 @@
 
 from kdinv.config import derive_seed, teacher_gates
 from kdinv.jobs import distill_student
-from kdinv.runtime import start_job
+from kdinv.runtime import asked_for_gpu, require_visible_gpu, start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
 p, w, config = snakemake.params, snakemake.wildcards, snakemake.config
+require_visible_gpu(
+    p.device, asked_for_gpu(snakemake.resources),
+    f"{snakemake.rule} " + " ".join(f"{k}={v}" for k, v in w.items()),
+)
 log.info("seed %d, T %g, recipe %s", p.seed, p.temperature, p.recipe)
 distill_student(
     train_split=snakemake.input.train,
@@ -26,4 +30,5 @@ distill_student(
     gates=teacher_gates(config, w.dataset, w.teacher, w.teacher_augment),
     gate_seed=derive_seed(config["seed"], "im", w.dataset, w.fold),
     resume_every=config["resume_every"],
+    resume_minutes=config["resume_minutes"],
 )

@@ -96,7 +96,8 @@ def validate_config(config: dict, schema: dict) -> dict:
     _fill_defaults(schema, config)
     from kdinv.distill.recipes import check_recipes
 
-    for check in (_temperatures, _rows, _row_models, _symmetries, _memory, _shards, _sources, check_recipes):
+    for check in (_temperatures, _rows, _row_models, _symmetries, _memory, _shards, _sources, _runtimes,
+                  check_recipes):
         problems += check(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
@@ -312,6 +313,16 @@ def _sources(config) -> list[str]:
         for name, ds in config["datasets"].items()
         if ds["source"] == "local" and not ds.get("local_dir")
     ]
+
+
+def _runtimes(config) -> list[str]:
+    resources = config["job_resources"]
+    if resources["max_runtime"] < resources["runtime"]:
+        return [
+            f"job_resources.max_runtime: {resources['max_runtime']} minutes is less than "
+            f"job_resources.runtime ({resources['runtime']}), the time limit of a first attempt"
+        ]
+    return []
 
 
 def canonical(value):

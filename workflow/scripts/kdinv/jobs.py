@@ -62,6 +62,7 @@ def train_model(
     wildcards: dict,
     resume_every: int = 1,
     precision: str = "float32",
+    resume_minutes: float = 0.0,
 ) -> None:
     """Train ``model_spec`` with cross-entropy on the fold's training part.
 
@@ -83,7 +84,8 @@ def train_model(
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], outputs_loss(F.cross_entropy), cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, precision=precision, seed=seed,
+        resume=_resume_file(out_model), resume_every=resume_every, resume_minutes=resume_minutes,
+        precision=precision, seed=seed,
         fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards, precision),
     )
     model.load_state_dict(state)
@@ -124,6 +126,7 @@ def distill_student(
     gate_seed: int = 0,
     resume_every: int = 1,
     precision: str = "float32",
+    resume_minutes: float = 0.0,
 ) -> None:
     """Distil a teacher into a freshly initialised student by one recipe variant (alpha = 1: the
     distillation term only; :func:`kdinv.distill.losses.recipe_loss`).
@@ -181,7 +184,8 @@ def distill_student(
     loss = recipe_loss(recipe, temperature, augment, teacher if per_batch else None)
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, precision=precision, seed=seed,
+        resume=_resume_file(out_model), resume_every=resume_every, resume_minutes=resume_minutes,
+        precision=precision, seed=seed,
         fingerprint=_fingerprint(student_spec, temperature, recipe, seed, wildcards, precision),
     )
     save_tensors(

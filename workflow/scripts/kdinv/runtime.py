@@ -39,6 +39,37 @@ def start_job(log_path: str, threads: int | None = None) -> logging.Logger:
     return log
 
 
+def asked_for_gpu(resources) -> bool:
+    """Whether a job's Snakemake resources ask the scheduler for a GPU: a whole one (``gpu``) or a
+    share (``gres`` gpu or shard)."""
+    gres = str(resources.get("gres", "") or "")
+    return int(resources.get("gpu", 0) or 0) > 0 or "gpu" in gres or "shard" in gres
+
+
+def require_visible_gpu(device: str, asked: bool, job: str) -> None:
+    """Fail at once when a SLURM job that was given a GPU cannot use it.
+
+    With ``device`` auto (or cuda) such a job would otherwise train on the CPU, many times slower,
+    until its time limit, and again on every retry. ``asked``: the job's resources ask for a GPU
+    (:func:`asked_for_gpu`); ``job``: the rule and wildcards, for the message. Outside SLURM (a
+    workstation without a GPU) ``auto`` keeps meaning the CPU when there is no GPU.
+    """
+    if device != "cpu" and asked and "SLURM_JOB_ID" in os.environ:
+        import torch  # only jobs that ask for a GPU get here, and their environments have torch
+
+        if not torch.cuda.is_available():
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            raise RuntimeError(
+                f"{job}: SLURM job {os.environ['SLURM_JOB_ID']} on "
+                f"{os.environ.get('SLURMD_NODENAME', '?')} was given a GPU (CUDA_VISIBLE_DEVICES="
+                f"{'unset' if visible is None else repr(visible)}) but torch {torch.__version__} (CUDA "
+                f"build: {torch.version.cuda}) sees no CUDA device, so it stops instead of training "
+                f"with device {device!r} on the CPU. Check that the node's NVIDIA driver works "
+                "(nvidia-smi in a job) and that the environment has a CUDA build of torch "
+                "(docs/cluster.md)."
+            )
+
+
 def write_source_manifest(path: str, source: str | Path, **extra) -> None:
     """Write ``source.json`` (what a prepare rule reads: ``{"source": <path>, ...}``) atomically."""
     path = Path(path)

@@ -244,6 +244,7 @@ def fit(
     resume: str | Path | None = None,
     resume_every: int = 1,
     fingerprint: str = "",
+    resume_minutes: float = 0.0,
     precision: str = "float32",
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
@@ -259,8 +260,10 @@ def fit(
         augment: applied to the whole training set once per epoch (a fresh draw each epoch).
         name: how the log and errors name this run (model, fold).
         resume: path of the resume state. When it exists and carries the same ``fingerprint``,
-            training continues from it; it is rewritten (atomically) every ``resume_every``
-            epochs and when SIGTERM or SIGUSR1 arrives, after which TrainingInterrupted is raised.
+            training continues from it; it is rewritten (atomically) at the end of an epoch once
+            ``resume_every`` epochs and ``resume_minutes`` minutes have passed since the job
+            started or last saved it, and when SIGTERM or SIGUSR1 arrives, after which
+            TrainingInterrupted is raised.
             The state holds the model, optimizer, scheduler, every generator (the data
             generator at the start of the epoch, the CPU's and each CUDA device's global one; the
             steps' own generators are functions of (seed, epoch, step)), the early-stopping state
@@ -306,9 +309,19 @@ def fit(
         partial = (saved["loss_sum"], saved["seen"])
         log.info("%s: resuming at epoch %d, batch %d (from %s)", name, first_epoch, first_batch, resume)
 
+    last_save = {"epoch": first_epoch - 1, "time": time.monotonic()}
+
+    def save_due(epoch):
+        """A save at the end of ``epoch``: resume_every epochs and resume_minutes since the last."""
+        return (
+            epoch - last_save["epoch"] >= resume_every
+            and time.monotonic() - last_save["time"] >= resume_minutes * 60
+        )
+
     def save_resume(epoch, batch, gen_state, loss_sum, seen):
         if resume is None:
             return
+        last_save.update(epoch=epoch - 1, time=time.monotonic())
         save_tensors(
             {
                 "fingerprint": fingerprint,
@@ -392,7 +405,7 @@ def fit(
                 log.info("%s: early stop after epoch %d (best epoch %d)", name, epoch, best_epoch)
                 break
             epoch_generator_state = generator.get_state()
-            if epoch % resume_every == 0 or stop.received:
+            if save_due(epoch) or stop.received:
                 save_resume(epoch + 1, 0, epoch_generator_state, 0.0, 0)
             if stop.received:
                 raise TrainingInterrupted(

@@ -38,21 +38,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import logging
 import multiprocessing
-import os
 import re
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from kdinv.data.download import DataError, fetch_file, staging_dir
+from kdinv.data.download import DataError, fetch_file
 
 logger = logging.getLogger(__name__)
 
