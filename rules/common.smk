@@ -325,9 +325,11 @@ def evaluated_distilled(w):
 
 
 def evaluation_runtime(runs):
-    """Minutes asked for an evaluation job: a few minutes plus evaluation.runtime_per_run per
+    """Minutes asked for an evaluation job: one minute plus evaluation.runtime_per_run per
     model it evaluates."""
-    return lambda w: 5 + config["evaluation"]["runtime_per_run"] * len(runs(w))
+    return lambda w: math.ceil(
+        1 + config["evaluation"]["runtime_per_run"] * len(runs(w))
+    )
 
 
 def figure_rows():
