@@ -10,8 +10,8 @@ run takes about half of it, plus Snakemake's own scheduling.
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,8 +30,10 @@ def job_times(workdir: Path) -> dict[str, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    workdir = Path(argv[0] if argv else ".")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", nargs="?", default=".", type=Path,
+                        help="the run's working directory (default: the current one)")
+    workdir = parser.parse_args(argv).workdir
     found = job_times(workdir)
     if not found:
         raise SystemExit(f"{workdir}: no benchmark files under logs/benchmarks/ or benchmarks/")
