@@ -282,7 +282,10 @@ def test_a_killed_client_takes_its_child_with_it(home, data):
     assert (out / "model.pt").exists() and not (out / "resume.pt").exists()
 
 
-def test_a_signal_that_kills_the_child_kills_the_client_alike(home, tmp_path):
+@pytest.mark.parametrize("signum, to", [(signal.SIGHUP, "client"), (signal.SIGKILL, "child")])
+def test_a_signal_that_kills_the_child_kills_the_client_alike(home, tmp_path, signum, to):
+    """A signal sent to the client (forwarded) or to the child itself (the OOM killer's SIGKILL):
+    the client dies of the signal that killed the child, as the job's own process would have."""
     proc = client(home, "forkserver_targets:sleep_then_write", tmp_path / "job.log",
                   {"seconds": 30, "out": str(tmp_path / "out")}, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
@@ -290,9 +293,9 @@ def test_a_signal_that_kills_the_child_kills_the_client_alike(home, tmp_path):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     child, _ = child_pid(tmp_path / "job.log")
-    proc.send_signal(signal.SIGHUP)
+    os.kill(proc.pid if to == "client" else child, signum)
     proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGHUP
+    assert proc.returncode == -signum
     assert not alive(child) and not (tmp_path / "out").exists()
 
 
@@ -344,7 +347,7 @@ def test_clients_starting_together_share_one_server_which_exits_when_idle(home, 
     while alive(server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(server) and not sock.exists()
-    assert f"fork server {server}: idle, exiting" in log.read_text()
+    assert f"fork server {server}: idle, exiting after 3 jobs" in log.read_text()
     assert {json.loads((tmp_path / f"{i}.json").read_text())["torch_threads"] for i in range(3)} == {1}
     direct_run = run(home, "forkserver_targets:describe", tmp_path / "d.log", {"out": str(tmp_path / "d.json")},
                      threads=None, env={**env, "KDINV_FORKSERVER": "0"})

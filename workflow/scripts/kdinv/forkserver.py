@@ -346,7 +346,10 @@ def run_in_server(target: str, log_path: str, threads: int | None, kwargs: dict)
     """Run the job in a child of the fork server; return its exit code (negative: killed by that
     signal). Raises :class:`Unavailable` when the job did not start there (it may then run here)."""
     payload = _request(target, log_path, threads, kwargs)
-    sock, paths = connect()
+    try:
+        sock, paths = connect()
+    except OSError as err:  # the folder, the lock, the log file or starting Python
+        raise Unavailable(f"{type(err).__name__}: {err}") from err
     stdio, opened = [], []
     for fd in (0, 1, 2):
         try:
@@ -397,7 +400,8 @@ def exit_like(code: int) -> None:
         import resource
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(-code, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [-code])
         os.kill(os.getpid(), -code)
         time.sleep(1)
@@ -476,6 +480,7 @@ class _Server:
         self.idle = idle
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
+        self.served = 0
 
     def bind(self) -> bool:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -545,7 +550,11 @@ class _Server:
                     draining = True
                 if self._accept_all():
                     continue
-                _say("stopped, exiting" if self.stopping else "idle, exiting")
+                import resource
+
+                own, jobs = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+                _say(f"{'stopped' if self.stopping else 'idle'}, exiting after {self.served} jobs; CPU seconds: "
+                     f"server {own.ru_utime + own.ru_stime:.1f}, jobs {jobs.ru_utime + jobs.ru_stime:.1f}")
                 return
 
     def _stop(self, signum, frame):
@@ -606,6 +615,7 @@ class _Server:
         except OSError:
             pass  # it did so itself, or is gone
         self.children[pid] = conn
+        self.served += 1
         try:
             conn.sendall(_MESSAGE.pack(b"P", pid))
         except OSError:
