@@ -304,7 +304,7 @@ def test_a_signal_that_kills_the_child_kills_the_client_alike(home, tmp_path, si
 
 @pytest.mark.parametrize("variable, reason", [
     ({"KDINV_FORKSERVER": "0"}, "KDINV_FORKSERVER=0"),
-    ({"SLURM_JOB_ID": "123"}, "SLURM job 123: each job is its own allocation"),
+    ({"SLURM_JOB_ID": "123"}, "SLURM_JOB_ID is set: each job is its own allocation"),
 ])
 def test_direct_runs(home, tmp_path, variable, reason):
     out = tmp_path / "view.json"
@@ -333,8 +333,11 @@ def test_an_unusable_server_folder_runs_the_job_here_and_says_why(home, tmp_path
 def test_clients_starting_together_share_one_server_which_exits_when_idle(home, tmp_path):
     """Three clients of a new key at once: one starts the server, all three use it. With
     threads=None the jobs keep torch's default thread count, which a new process takes from
-    OMP_NUM_THREADS (Snakemake sets it to the job's threads), as a direct run does."""
-    env = environ(home, KDINV_FORKSERVER_IDLE="1", OMP_NUM_THREADS="1")  # another key: a server of its own
+    OMP_NUM_THREADS (Snakemake sets it to the job's threads), as a direct run does. With one
+    thread for OpenMP and BLAS, as Snakemake sets for a one-thread job, the server has started no
+    thread pool: its only threads are its own and jemalloc's (pyarrow's allocator)."""
+    env = environ(home, KDINV_FORKSERVER_IDLE="1", OMP_NUM_THREADS="1",
+                  OPENBLAS_NUM_THREADS="1")  # another key: a server of its own
     procs = [client(home, "forkserver_targets:describe", tmp_path / f"{i}.log", {"out": str(tmp_path / f"{i}.json")},
                     threads=None, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL) for i in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
@@ -348,6 +351,9 @@ def test_clients_starting_together_share_one_server_which_exits_when_idle(home, 
         time.sleep(0.1)
     assert not alive(server) and not sock.exists()
     assert f"fork server {server}: idle, exiting after 3 jobs" in log.read_text()
+    threads = ast.literal_eval(re.search(rf"fork server {server}: ready in .* s; threads (\[.*\])",
+                                         log.read_text()).group(1))
+    assert len([t for t in threads if t != "jemalloc_bg_thd"]) == 1, threads
     assert {json.loads((tmp_path / f"{i}.json").read_text())["torch_threads"] for i in range(3)} == {1}
     direct_run = run(home, "forkserver_targets:describe", tmp_path / "d.log", {"out": str(tmp_path / "d.json")},
                      threads=None, env={**env, "KDINV_FORKSERVER": "0"})

@@ -22,8 +22,11 @@ What the child takes from its client, so that it computes what a direct run comp
   server did drew from them. Jobs seed what they draw from anyway (``seed_everything``).
 
 The server imports modules and touches no tensor op, so it starts no OpenMP pool, and never asks
-CUDA anything: a forked child may start CUDA and its own thread pools. After preloading it forks
-a probe that checks torch's CUDA fork guard, and refuses to serve if something poisoned it. The
+CUDA anything: a forked child may start CUDA and its own thread pools. (Importing numpy starts
+OpenBLAS's pool when more than one BLAS thread is allowed; OpenBLAS stops it around a fork
+itself.) After preloading it forks a probe that checks torch's CUDA fork guard, and refuses to
+serve if something poisoned it: it leaves ``<key>.refused`` and the jobs of that key run in their
+own processes. The
 server's environment is its first client's; the variables that libraries read when they load
 (Python's, OpenMP's and BLAS's thread settings, torch's and CUDA's, matplotlib's, locale) are part
 of the server's key, so a client with other values gets another server.
@@ -111,7 +114,7 @@ def unavailable_reason(environ=None) -> str | None:
     if environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
         return f"{SWITCH}={environ[SWITCH]}"
     if "SLURM_JOB_ID" in environ:
-        return f"SLURM job {environ['SLURM_JOB_ID']}: each job is its own allocation"
+        return "SLURM_JOB_ID is set: each job is its own allocation"
     if not sys.platform.startswith("linux"):
         return f"the fork server needs Linux, not {sys.platform}"
     return None
