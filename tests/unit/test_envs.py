@@ -199,23 +199,46 @@ def kdinv_files(name: str) -> list[Path]:
     return files
 
 
+def job_target(node) -> tuple[list[Path], str] | None:
+    """For ``run_job("kdinv.a:function", ...)``: the module's files and the function's name."""
+    import ast
+
+    if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_job" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        module, _, function = node.args[0].value.partition(":")
+        return kdinv_files(module), function
+    return None
+
+
 def third_party_imports(script: Path) -> set[str]:
     """Top-level third-party modules the script imports, following kdinv modules transitively.
 
     Function-level imports count (they run when the job calls that function); imports under an
     ``if`` do not (e.g. start_job imports torch only when given a thread count, which the
-    collection and plotting scripts do not pass).
+    collection and plotting scripts do not pass). A script's job, ``run_job("kdinv.a:f", ...)``,
+    counts with the module-level imports of ``kdinv.a`` and those of ``f`` (not of the module's
+    other functions, the jobs of other rules).
     """
     import ast
     import sys
 
-    seen, todo, found = set(), [script], set()
+    seen, todo, found = set(), [(script, None)], set()
     while todo:
-        path = todo.pop()
-        if path in seen:
+        path, function = todo.pop()
+        if (path, function) in seen:
             continue
-        seen.add(path)
-        for node in unconditional(ast.parse(path.read_text())):
+        seen.add((path, function))
+        tree = ast.parse(path.read_text())
+        if function is not None:
+            tree = ast.Module(body=[n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                                    or n.name == function], type_ignores=[])
+        for node in unconditional(tree):
+            target = job_target(node)
+            if target is not None:
+                *files, last = target[0]
+                todo.extend((f, None) for f in files)
+                todo.append((last, target[1]))
+                continue
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -225,7 +248,7 @@ def third_party_imports(script: Path) -> set[str]:
             for name in names:
                 top = name.split(".")[0]
                 if top == "kdinv":
-                    todo.extend(kdinv_files(name))
+                    todo.extend((f, None) for f in kdinv_files(name))
                 elif top not in sys.stdlib_module_names and top not in ("snakemake", "__future__"):
                     found.add(top)
     return found

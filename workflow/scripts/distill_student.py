@@ -1,34 +1,33 @@
 """Rule distill_student: one distillation (teacher, student, recipe variant, temperature, fold)."""
 
 from kdinv.config import derive_seed, teacher_gates
-from kdinv.jobs import distill_student
-from kdinv.runtime import asked_for_gpu, require_visible_gpu, start_job
+from kdinv.runtime import asked_for_gpu, job_label, run_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
 p, w, config = snakemake.params, snakemake.wildcards, snakemake.config
-require_visible_gpu(
-    p.device, asked_for_gpu(snakemake.resources),
-    f"{snakemake.rule} " + " ".join(f"{k}={v}" for k, v in w.items()),
-)
-log.info("seed %d, T %g, recipe %s", p.seed, p.temperature, p.recipe)
-distill_student(
-    train_split=snakemake.input.train,
-    fold_file=snakemake.input.fold,
-    teacher_logits=snakemake.input.teacher_logits,
-    teacher_model=snakemake.input.teacher_model,
-    test_split=snakemake.input.test,
-    student_spec=p.spec,
-    temperature=p.temperature,
-    recipe=p.recipe,
-    seed=p.seed,
-    device=p.device,
-    precision=p.precision,
-    out_model=snakemake.output.model,
-    wildcards=dict(w.items()),
-    # read from the config, not tracked params: the teacher gate and how often the resume state is
-    # saved cannot change a result, so editing them reruns nothing
-    gates=teacher_gates(config, w.dataset, w.teacher, w.teacher_augment),
-    gate_seed=derive_seed(config["seed"], "im", w.dataset, w.fold),
-    resume_every=config["resume_every"],
-    resume_minutes=config["resume_minutes"],
+run_job(
+    "kdinv.entrypoints:distill_student",
+    snakemake.log[0],
+    snakemake.threads,
+    dict(
+        train_split=snakemake.input.train,
+        fold_file=snakemake.input.fold,
+        teacher_logits=snakemake.input.teacher_logits,
+        teacher_model=snakemake.input.teacher_model,
+        test_split=snakemake.input.test,
+        student_spec=p.spec,
+        temperature=p.temperature,
+        recipe=p.recipe,
+        seed=p.seed,
+        device=p.device,
+        precision=p.precision,
+        out_model=snakemake.output.model,
+        wildcards=dict(w.items()),
+        # read from the config, not tracked params: the teacher gate and how often the resume
+        # state is saved cannot change a result, so editing them reruns nothing
+        gates=teacher_gates(config, w.dataset, w.teacher, w.teacher_augment),
+        gate_seed=derive_seed(config["seed"], "im", w.dataset, w.fold),
+        resume_every=config["resume_every"],
+        resume_minutes=config["resume_minutes"],
+        gpu_check=dict(asked=asked_for_gpu(snakemake.resources), job=job_label(snakemake)),
+    ),
 )

@@ -1,14 +1,15 @@
 """Rule training_curves: the per-epoch histories of every checkpoint, as a table and a figure."""
 
-from pathlib import Path
+from kdinv.runtime import run_job
 
-from kdinv.analysis.curves import curves_table, plot_curves
-from kdinv.runtime import start_job
-
-log = start_job(snakemake.log[0])
-curves = curves_table(list(snakemake.input))
-tmp = Path(snakemake.output.table).with_suffix(".tmp.parquet")
-curves.to_parquet(tmp, index=False)
-tmp.replace(snakemake.output.table)
-plot_curves(curves, snakemake.output.png, snakemake.output.pdf)
-log.info("%d epochs of %d runs", len(curves), curves["run"].nunique())
+run_job(
+    "kdinv.entrypoints:plot_curves",
+    snakemake.log[0],
+    None,
+    dict(
+        checkpoints=list(snakemake.input),
+        out_table=snakemake.output.table,
+        out_png=snakemake.output.png,
+        out_pdf=snakemake.output.pdf,
+    ),
+)

@@ -1,13 +1,16 @@
 """Rule plot_figure1: the paper's Figure 1 from the collected metric table."""
 
-from kdinv.analysis.figures import plot_figure1
-from kdinv.runtime import start_job
+from kdinv.runtime import run_job
 
-log = start_job(snakemake.log[0])
-plot_figure1(
-    snakemake.input[0],
-    rows=snakemake.params.rows,
-    temperatures=snakemake.params.temperatures,
-    out_png=snakemake.output.png,
-    out_pdf=snakemake.output.pdf,
+run_job(
+    "kdinv.entrypoints:plot_figure1",
+    snakemake.log[0],
+    None,
+    dict(
+        metrics_path=snakemake.input[0],
+        rows=snakemake.params.rows,
+        temperatures=snakemake.params.temperatures,
+        out_png=snakemake.output.png,
+        out_pdf=snakemake.output.pdf,
+    ),
 )

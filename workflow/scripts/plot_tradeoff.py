@@ -1,7 +1,15 @@
 """Rule plot_tradeoff: invariance against accuracy per row, recipe and temperature."""
 
-from kdinv.analysis.figures import plot_tradeoff
-from kdinv.runtime import start_job
+from kdinv.runtime import run_job
 
-log = start_job(snakemake.log[0])
-plot_tradeoff(snakemake.input[0], snakemake.params.rows, snakemake.output.png, snakemake.output.pdf)
+run_job(
+    "kdinv.entrypoints:plot_tradeoff",
+    snakemake.log[0],
+    None,
+    dict(
+        metrics_path=snakemake.input[0],
+        rows=snakemake.params.rows,
+        out_png=snakemake.output.png,
+        out_pdf=snakemake.output.pdf,
+    ),
+)

@@ -1,14 +1,16 @@
 """Rule findings: fold-paired comparisons per row and temperature, and a verdict per claim."""
 
-from kdinv.analysis.findings import write_findings
-from kdinv.runtime import start_job
+from kdinv.runtime import run_job
 
-log = start_job(snakemake.log[0])
-findings = write_findings(
-    snakemake.input[0],
-    snakemake.params.rows,
-    snakemake.output.table,
-    snakemake.output.markdown,
-    snakemake.output.html,
+run_job(
+    "kdinv.entrypoints:write_findings",
+    snakemake.log[0],
+    None,
+    dict(
+        metrics_path=snakemake.input[0],
+        rows=snakemake.params.rows,
+        out_parquet=snakemake.output.table,
+        out_markdown=snakemake.output.markdown,
+        out_html=snakemake.output.html,
+    ),
 )
-log.info("%d comparisons written", len(findings))

@@ -1,8 +1,10 @@
 """Rule row_tables: one CSV per figure row, mean and s.d. over folds of every metric."""
 
-from kdinv.runtime import start_job
-from kdinv.analysis.tables import write_row_tables
+from kdinv.runtime import run_job
 
-log = start_job(snakemake.log[0])
-paths = write_row_tables(snakemake.input[0], snakemake.params.rows, snakemake.output[0])
-log.info("wrote %s", ", ".join(map(str, paths)))
+run_job(
+    "kdinv.entrypoints:write_row_tables",
+    snakemake.log[0],
+    None,
+    dict(metrics_path=snakemake.input[0], rows=snakemake.params.rows, out_dir=snakemake.output[0]),
+)

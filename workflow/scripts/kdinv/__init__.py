@@ -8,7 +8,10 @@ Top level:
 - ``training``: the training loop shared by training and distillation (resume, precision);
 - ``metrics``: the paper's six metrics over a whole split;
 - ``io``: tensor files, written atomically and loaded without executing code;
-- ``runtime``: a job's start-up (log file, threads) and the fetch rules' manifests.
+- ``runtime``: a job's start-up (log file, threads), ``run_job`` (how a rule's script runs its
+  job) and the fetch rules' manifests;
+- ``entrypoints``: the job of each rule's script; ``forkserver``: runs jobs in children of a
+  process that has imported torch and the library once.
 
 Packages, by concern:
 

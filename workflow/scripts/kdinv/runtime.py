@@ -1,5 +1,8 @@
-"""Start-up of a workflow script (logging to the rule's log file, thread count) and the small
-``source.json`` manifests of the fetch rules."""
+"""Start-up of a workflow script (logging to the rule's log file, thread count), how a rule's
+script runs its job (:func:`run_job`: in a child of the fork server, :mod:`kdinv.forkserver`, or
+in the script's own process) and the small ``source.json`` manifests of the fetch rules.
+
+This module imports nothing heavy: a rule's script imports it and hands its job over."""
 
 from __future__ import annotations
 
@@ -7,7 +10,59 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
+
+
+def run_job(target: str, log_path: str, threads: int | None, kwargs: dict) -> None:
+    """Run one job: :func:`start_job` (``log_path``, ``threads``), then ``target``
+    (``"module:function"``, e.g. ``"kdinv.entrypoints:train_model"``) called with ``kwargs``.
+
+    It runs in a child of the fork server (:mod:`kdinv.forkserver`), which has imported torch and
+    the library already, unless ``KDINV_FORKSERVER=0``, under SLURM, off Linux or when the server
+    cannot be started or reached: then in this process, and the log says why. Either way the job
+    sees the same arguments (``kwargs`` reduced to plain values, :func:`plain`), working directory,
+    environment and streams. Returns when the job succeeded; otherwise this process ends as the
+    job did (its exit status, or the signal that killed it).
+    """
+    from kdinv import forkserver
+
+    kwargs = plain(kwargs)
+    reason, warn = forkserver.unavailable_reason(), False
+    if reason is None:
+        try:
+            code = forkserver.run_in_server(target, log_path, threads, kwargs)
+        except forkserver.Unavailable as err:
+            reason, warn = f"the fork server is unavailable: {err}", True
+        else:
+            forkserver.exit_like(code)
+            return
+    function = forkserver.resolve(target)
+    log = start_job(log_path, threads)
+    (log.warning if warn else log.info)("running in this process (%s)", reason)
+    function(**kwargs)
+
+
+def plain(value, where: str = "kwargs"):
+    """``value`` as plain Python values (str, int, float, bool, None, lists, tuples and dicts of
+    them; paths become str): what a job receives, in the fork server's child as in a direct run.
+    Snakemake's file and list types become str and list."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, PurePath):
+        return os.fspath(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        return {plain(k, where): plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, list):
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"{where}: a job takes plain values, not {type(value).__name__} ({value!r})")
 
 
 def start_job(log_path: str, threads: int | None = None) -> logging.Logger:
@@ -44,6 +99,11 @@ def asked_for_gpu(resources) -> bool:
     share (``gres`` gpu or shard)."""
     gres = str(resources.get("gres", "") or "")
     return int(resources.get("gpu", 0) or 0) > 0 or "gpu" in gres or "shard" in gres
+
+
+def job_label(snakemake) -> str:
+    """A job's rule and wildcards, e.g. ``train_model dataset=jets model=jet-mlp ...``, for messages."""
+    return f"{snakemake.rule} " + " ".join(f"{k}={v}" for k, v in snakemake.wildcards.items())
 
 
 def require_visible_gpu(device: str, asked: bool, job: str) -> None:
