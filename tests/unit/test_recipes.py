@@ -247,3 +247,40 @@ def test_the_gate_refuses_a_teacher_that_is_not_invariant(trained, tmp_path):
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "resume.pt").exists()
     distill(root, teachers["deepsets"], plain, {"permutation": PERM}, tmp_path)  # passes the gate
     assert (tmp_path / "model.pt").exists()
+
+
+class _SetSum(torch.nn.Module):
+    """Sum over the set, then a linear map: permutation-invariant up to rounding. ``float32_leak``
+    adds a term that depends on the first element, only when it runs in float32: a stand-in for
+    DGCNN's near-ties, which float32 can flip and float64 does not."""
+
+    def __init__(self, float32_leak: float = 0.0, leak: float = 0.0):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 4)
+        self.float32_leak, self.leak = float32_leak, leak
+
+    def forward(self, x):
+        first = torch.nn.functional.pad(x[:, 0, :1], (0, 3))  # the first element, into one logit
+        leak = self.leak + (self.float32_leak if x.dtype == torch.float32 else 0.0)
+        return self.linear(x.sum(dim=1)) + leak * first
+
+
+@pytest.mark.parametrize("case", ["invariant", "float32 near-ties", "not invariant"])
+def test_the_gate_decides_in_float64_only_where_float32_does_not_pass(case, caplog):
+    from kdinv.evaluation import TEACHER_IM_MAX, teacher_gate
+
+    torch.manual_seed(0)
+    model = {"invariant": _SetSum(), "float32 near-ties": _SetSum(float32_leak=1.0),
+             "not invariant": _SetSum(leak=1.0)}[case]
+    x = torch.randn(64, 6, 3, generator=torch.Generator().manual_seed(1))
+    with caplog.at_level(logging.INFO, logger="kdinv"):
+        if case == "not invariant":
+            with pytest.raises(TeacherNotInvariant, match=r"IM under permutation \(permute_set\) is .* in float64"):
+                teacher_gate(model, x, {"permutation": PERM}, 3, 16, torch.device("cpu"), "t")
+        else:
+            found = teacher_gate(model, x, {"permutation": PERM}, 3, 16, torch.device("cpu"), "t")
+            assert found["permutation"] <= TEACHER_IM_MAX
+    float32_lines = [r for r in caplog.messages if "IM (float32)" in r]
+    float64_lines = [r for r in caplog.messages if "IM (float64)" in r]
+    assert len(float32_lines) == 1
+    assert len(float64_lines) == (0 if case == "invariant" else 1), caplog.messages

@@ -52,22 +52,32 @@ def logits_in(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: 
 
 def teacher_gate(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, dict], seed: int,
                  batch_size: int, device: torch.device, name: str) -> dict[str, float]:
-    """IM of a teacher, in float64, on ``x`` and one transformed copy per sample, for each
-    symmetry; raises :class:`TeacherNotInvariant` naming the teacher, the symmetry and the value
-    when one exceeds :data:`TEACHER_IM_MAX`. Returns symmetry -> IM."""
-    plain = logits_in(model, x, batch_size, device, torch.float64)
+    """IM of a teacher on ``x`` and one transformed copy per sample, for each symmetry; raises
+    :class:`TeacherNotInvariant` naming the teacher, the symmetry and the value when one exceeds
+    :data:`TEACHER_IM_MAX` in float64. Returns symmetry -> IM.
+
+    It computes in float32 first, which is several times faster on a CPU (a group-averaged teacher
+    runs |G| forward passes per input), and decides in float64 only where float32 does not pass:
+    float32 can flip DGCNN's nearest neighbours on near-ties, which raises IM without the teacher
+    being any less invariant, while a teacher that lacks the invariance has an IM far above the
+    limit in both."""
     found = {}
-    for sym, spec in symmetries.items():
-        moved = logits_in(model, transformed_copies(x, spec, seed), batch_size, device, torch.float64)
-        found[sym] = metrics.invariance(plain, moved)
-        log.info("%s: teacher gate, IM (float64) under %s = %.3g (limit %g)", name, sym, found[sym], TEACHER_IM_MAX)
-        if not found[sym] <= TEACHER_IM_MAX:
-            raise TeacherNotInvariant(
-                f"{name}: the teacher's IM under {sym} ({spec['transform']}) is {found[sym]:.3g} in float64 "
-                f"on the test split, above {TEACHER_IM_MAX:g}: it is not invariant, so nothing is distilled "
-                "from it (a teacher that fails this is a bug, not a result; docs/method.md, "
-                "\"The teacher gate\")"
-            )
+    for dtype in (torch.float32, torch.float64):
+        plain = logits_in(model, x, batch_size, device, dtype)
+        for sym, spec in symmetries.items():
+            moved = logits_in(model, transformed_copies(x, spec, seed), batch_size, device, dtype)
+            found[sym] = metrics.invariance(plain, moved)
+            log.info("%s: teacher gate, IM (%s) under %s = %.3g (limit %g)", name, str(dtype)[6:], sym,
+                     found[sym], TEACHER_IM_MAX)
+            if dtype == torch.float64 and not found[sym] <= TEACHER_IM_MAX:
+                raise TeacherNotInvariant(
+                    f"{name}: the teacher's IM under {sym} ({spec['transform']}) is {found[sym]:.3g} in float64 "
+                    f"on the test split, above {TEACHER_IM_MAX:g}: it is not invariant, so nothing is distilled "
+                    "from it (a teacher that fails this is a bug, not a result; docs/method.md, "
+                    "\"The teacher gate\")"
+                )
+        if all(v <= TEACHER_IM_MAX for v in found.values()):
+            return found
     return found
 
 
