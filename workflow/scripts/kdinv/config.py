@@ -405,8 +405,8 @@ def variants_by_id(config: dict) -> dict:
 
 def teacher_gates(config: dict, dataset: str, teacher: str, teacher_augment: str) -> dict[str, dict]:
     """The symmetries (name -> transform entry) a distillation's teacher must be invariant to
-    before it is distilled: those of the rows in which it is t or t' (DECISIONS.md, "What every
-    teacher must show"), unless the row allows a non-invariant teacher. Empty for a student as
+    before it is distilled: those of the rows in which it is t or t' (docs/method.md, "The
+    teacher gate"), unless the row allows a non-invariant teacher. Empty for a student as
     teacher (s→s, s_aug→s)."""
     gates = {}
     if teacher_augment != PLAIN:

@@ -2,7 +2,7 @@
 
 - :func:`train_model`: supervised training of one model on one fold, plain or on transformed
   data; also writes the model's logits on the whole (un-transformed) training split, the cache
-  every distillation from this model reuses (DECISIONS.md: computed once per teacher and fold).
+  every distillation from this model reuses (docs/decisions.md: computed once per teacher and fold).
 - :func:`distill_student`: one distillation (teacher, student, recipe variant, temperature, fold),
   from that cache where the recipe allows, after the teacher gate.
 

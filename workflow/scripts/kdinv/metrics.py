@@ -3,7 +3,7 @@
 Every function takes logits of shape [N, C] (and labels [N] where needed) and returns a Python
 float. Fractions lie in [0, 1]; NLL and KL are in nats. Nothing here is a mean of per-batch
 values: the authors' code averaged per-batch metrics, which weighs the last, smaller batch as much
-as a full one (reference-code-facts §1.3); this project computes each metric on the whole split.
+as a full one (docs/decisions.md); this project computes each metric on the whole split.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) ->
     """Teacher-student KL at T = 1: mean over samples of KL(P_t ‖ P_s) = Σ_c p_t,c (log p_t,c − log p_s,c).
 
     The direction is teacher ‖ student, the paper's; the authors' code computed KL(P_s ‖ P_t)
-    (reference-code-facts §1.3).
+    (docs/decisions.md).
     """
     _check_pair(teacher_logits, student_logits)
     log_pt = teacher_logits.double().log_softmax(dim=1)

@@ -2,8 +2,7 @@
 
 Data are tensors held on the device and batched by index (no per-sample Python, no DataLoader).
 Adam, optional ReduceLROnPlateau on validation accuracy, early stopping on validation accuracy,
-and the best-validation weights are kept (DECISIONS.md "Checkpoints keep the best-validation
-weights"). One log line per epoch.
+and the best-validation weights are kept (docs/decisions.md). One log line per epoch.
 """
 
 from __future__ import annotations

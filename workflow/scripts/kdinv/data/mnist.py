@@ -17,7 +17,7 @@ The IDX format (http://yann.lecun.com/exdb/mnist/): a big-endian header ``0x00 0
 <ndim>`` (type 0x08 = unsigned byte), then ``ndim`` big-endian uint32 dimensions, then the
 row-major payload. Images have magic 0x00000803 (N, 28, 28); labels 0x00000801 (N,).
 
-Preprocessing follows ``DECISIONS.md`` ("Datasets and transformations"): pixels x in 0..255 are
+Preprocessing follows docs/data.md: pixels x in 0..255 are
 mapped to x / 255 * 2 - 1 in [-1, 1] (background exactly -1.0; this equals the authors'
 ``ToTensor()`` + ``Normalize(0.5, 0.5)``) and padded with the background value to 32x32;
 ``pad_to=28`` reproduces the authors' unpadded images.
@@ -423,7 +423,7 @@ def preprocess_mnist(raw_dir: str | Path, pad_to: int = 32) -> dict[str, np.ndar
     the same values as the authors' ``ToTensor()`` + ``Normalize(0.5, 0.5)`` up to float
     rounding), and each 28x28 image is padded symmetrically with the background value -1 to
     ``pad_to`` x ``pad_to``, so that every stride-2 stage of ResNet18-APS sees an even size
-    (DECISIONS.md). ``pad_to=28`` means no padding, as in the authors' code.
+    (docs/decisions.md). ``pad_to=28`` means no padding, as in the authors' code.
 
     Args:
         raw_dir: folder with the four files, each ``.gz`` or uncompressed

@@ -25,7 +25,7 @@ ModelNet40 the counts are glued to the header (``OFF3514 3546 0``), some files u
 and faces may be polygons with more than three vertices (they are fan-triangulated). ``#``
 comments and blank lines are allowed.
 
-Preprocessing follows ``DECISIONS.md`` ("Datasets and transformations") and the authors' PyG
+Preprocessing follows docs/data.md and the authors' PyG
 pre-transform ``Compose([NormalizeScale(), SamplePoints(1000)])``: the mesh vertices are centred
 on their mean and scaled by 0.999999 / max|coordinate| (:func:`normalize_mesh`), then ``n`` points
 are sampled once on the surface, faces with probability proportional to their area

@@ -1,7 +1,7 @@
 """Input scaling fitted on a fold's training part, carried inside the model.
 
 The jets row scales each constituent feature robustly, (x − median) / (P95 − P5), with
-statistics of the fold's training part (DECISIONS.md; the authors fitted them on their whole
+statistics of the fold's training part (docs/decisions.md; the authors fitted them on their whole
 training split, padded slots included, as here). The statistics are computed once by the fold job,
 stored in the fold file, and every model trained on that fold wraps them as fixed buffers
 (:class:`kdinv.models.wrappers.Standardized`), so the split files, the teacher caches and the symmetry transforms all

@@ -17,7 +17,7 @@ def kd_loss(
 
     forward (default, paper Eq. 2): L = τ² · (1/B) Σ_i Σ_c p_t,c^τ (log p_t,c^τ − log p_s,c^τ),
     i.e. τ² · KL(P_t^τ ‖ P_s^τ); its gradient w.r.t. the student logits is τ (p_s^τ − p_t^τ) / B.
-    reverse: τ² · KL(P_s^τ ‖ P_t^τ), what the authors' code computes (reference-code-facts §1.2).
+    reverse: τ² · KL(P_s^τ ‖ P_t^τ), what the authors' code computes (docs/decisions.md).
 
     The sum runs over classes and the mean over the batch ("batchmean"). The τ² factor keeps the
     gradient magnitude comparable across temperatures (Hinton et al. 2015). The teacher logits are

@@ -2,7 +2,7 @@
 importing torch (the config's validation checks rows against it before any job runs).
 
 Invariance here is structural: it holds for every weight, so a teacher that should have it and
-does not is a bug (DECISIONS.md, "What every teacher must show"), not a result.
+does not is a bug (docs/method.md, "The teacher gate"), not a result.
 """
 
 from __future__ import annotations

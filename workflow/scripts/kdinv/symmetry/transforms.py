@@ -27,7 +27,7 @@ def shift_2d(x: torch.Tensor, generator: torch.Generator, max_shift: int = 5, ba
     For each image a direction (up, down, left, right) is drawn uniformly; the shift is the
     largest s ≤ max_shift such that the s rows or columns that would wrap around are entirely
     ``background``, so the circular roll equals a translation with background fill (the authors'
-    ``shift_preserving_shape``, reference-code-facts §2.2; DECISIONS.md). An image with no blank
+    ``shift_preserving_shape``, docs/decisions.md). An image with no blank
     border in that direction is returned unchanged.
 
     Args:
@@ -60,8 +60,8 @@ def shift_2d(x: torch.Tensor, generator: torch.Generator, max_shift: int = 5, ba
 def translate_3d(x: torch.Tensor, generator: torch.Generator, scale: float = 0.1) -> torch.Tensor:
     """Translation of point clouds by one random vector per cloud, t ~ U[0, scale)³.
 
-    The authors' ModelNet translation (``torch.rand(B, 3) * 0.1``, reference-code-facts §3.5;
-    DECISIONS.md): every point of a cloud moves by the same t, whose components are non-negative.
+    The authors' ModelNet translation (``torch.rand(B, 3) * 0.1``,
+    docs/decisions.md): every point of a cloud moves by the same t, whose components are non-negative.
 
     Args:
         x: [N, P, 3] point clouds.
@@ -276,7 +276,7 @@ def make_augmentation(spec: dict) -> Callable[[torch.Tensor, torch.Generator], t
     ``augment_identity_prob`` and transformed otherwise.
 
     The authors' MNIST set held each original once beside 5 shifted copies, i.e. an identity share
-    of 1/6 (reference-code-facts §2.1); without originals, a model trained only on shifted digits
+    of 1/6 (docs/decisions.md); without originals, a model trained only on shifted digits
     never sees a centred one.
     """
     transform = make_transform(spec)
