@@ -249,6 +249,107 @@ def test_i_consistency_is_decided_by_its_im_comparison_at_the_best_lambda():
     assert verdict_of(table, "i") == FAILS
 
 
+# The distilled rows of synthetic(), by role: (teacher, teacher_augment).
+DISTILLED_ROLES = {"self": ("small", "plain"), "aug_self": ("small", "shift"), "kd": ("big", "plain"),
+                   "ctrl": ("big-prime", "plain")}
+
+
+def with_recipes(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the recipe columns of a run with recipes: its distillations are the paper's
+    plain KD in the forward direction."""
+    table = table.copy()
+    distilled = table["kind"] == "distill"
+    table["recipe"] = np.where(distilled, "plain", None)
+    table["recipe_name"] = table["recipe"]
+    table["kd_direction"] = np.where(distilled, "forward", None)
+    table["recipe_symmetry"] = None
+    table["recipe_lambda"] = math.nan
+    return table
+
+
+def add_variant(table: pd.DataFrame, variant: str, name: str, direction: str = "forward",
+                symmetry: str | None = None, lam: float = math.nan, noise: float = 0.002, seed: int = 1,
+                spread: float = 0.0, **roles) -> pd.DataFrame:
+    """``table`` (from :func:`with_recipes`) plus a recipe variant of every plain distillation;
+    ``roles`` (self, aug_self, kd, ctrl) = (im, agreement, accuracy), each a number or {T: number},
+    None keeps plain's value, with Gaussian fold noise of sd ``noise``; ``spread`` moves folds 0, 1
+    and 2 by −spread, +spread and 0 (a difference whose interval is wide whatever the seed)."""
+    rng = np.random.default_rng(seed)
+    new = table[(table["kind"] == "distill") & (table["recipe"] == "plain")].copy()
+    new["recipe"], new["recipe_name"], new["kd_direction"] = variant, name, direction
+    new["recipe_symmetry"], new["recipe_lambda"] = symmetry, lam
+    for role, spec in roles.items():
+        teacher, augment = DISTILLED_ROLES[role]
+        sel = (new["teacher"] == teacher) & (new["teacher_augment"] == augment)
+        for column, x in zip(("im", "agreement", "accuracy"), spec):
+            if x is not None:
+                at_t = new.loc[sel, "temperature"].map(lambda t: value(x, t)).to_numpy(dtype=float)
+                shift = spread * new.loc[sel, "fold"].map({0: -1.0, 1: 1.0}).fillna(0.0).to_numpy()
+                new.loc[sel, column] = np.clip(at_t + shift + rng.normal(0, noise, int(sel.sum())), 0.0, 1.0)
+    return pd.concat([table, new], ignore_index=True)
+
+
+def augmented(base=None, **roles):
+    table = with_recipes(synthetic() if base is None else base)
+    return add_variant(table, "augmented_shift", "augmented", symmetry="shift", **roles)
+
+
+def test_f_augmented_kd_reaches_the_augmented_students_invariance():
+    # IM(s_aug) is 0.10: the margin is +0.01
+    assert verdict_of(augmented(kd=(0.08, None, None)), "f") == HOLDS
+    assert verdict_of(augmented(kd=(0.30, None, None)), "f") == FAILS
+    assert verdict_of(augmented(kd=(0.105, None, None), spread=0.1), "f") == UNSURE
+    # without the recipe in the run, the claim is not reported at all
+    assert "(f)" not in {c[:3] for c, _, _ in verdicts(findings_table(with_recipes(synthetic()), [ROW]),
+                                                        [ROW])[ROW["name"]]}
+
+
+def test_g_augmented_kd_is_more_accurate_than_augmentation():
+    # accuracy(s_aug) is 0.84
+    assert verdict_of(augmented(kd=(None, None, 0.90)), "g") == HOLDS
+    assert verdict_of(augmented(kd=(None, None, 0.80)), "g") == FAILS
+    assert verdict_of(augmented(kd=(None, None, 0.845), spread=0.1), "g") == UNSURE
+
+
+def test_h_the_teacher_matters_under_the_augmented_recipe():
+    holds = dict(kd=(0.10, 0.95, None), aug_self=(0.40, 0.80, None), self=(0.40, 0.80, None),
+                 ctrl=(0.40, 0.70, None))
+    assert verdict_of(augmented(**holds), "h") == HOLDS
+    # as invariant as self-distillation: the IM comparison fails, and with it the claim
+    assert verdict_of(augmented(**{**holds, "kd": (0.45, 0.95, None)}), "h") == FAILS
+    # more invariant, but no more faithful than the control: fails too
+    assert verdict_of(augmented(**{**holds, "kd": (0.10, 0.60, None)}), "h") == FAILS
+    # more invariant, and the agreement interval straddles 0: inconclusive
+    unsure = {**holds, "kd": (0.10, 0.70, None)}
+    assert verdict_of(augmented(spread=0.1, **unsure), "h") == UNSURE
+
+
+def test_i_is_inconclusive_when_the_interval_straddles():
+    table = add_variant(with_recipes(synthetic()), "consistency_lambda1_shift", "consistency",
+                        symmetry="shift", lam=1.0, kd=(0.48, None, None), spread=0.1)
+    assert verdict_of(table, "i") == UNSURE
+
+
+def test_j_reverse_kl_lowers_the_accuracy_at_some_temperature():
+    def reverse(accuracy, spread=0.0):
+        return add_variant(with_recipes(synthetic()), "plain_reverse", "plain", direction="reverse",
+                           kd=(None, None, accuracy), spread=spread)
+
+    # forward KD's accuracy is 0.87; a claim about some temperature holds if one T shows it
+    assert verdict_of(reverse(0.80), "j") == HOLDS
+    assert verdict_of(reverse({1.0: 0.92, 4.0: 0.80}), "j") == HOLDS  # at T = 4 only
+    assert verdict_of(reverse(0.92), "j") == FAILS
+    assert verdict_of(reverse(0.87, spread=0.1), "j") == UNSURE
+
+
+def test_b_is_an_equivalence_a_much_less_invariant_kd_student_fails_too():
+    table = synthetic(kd=(0.90, 0.92, 0.87), self=(0.50, 0.9, 0.85))
+    assert verdict_of(table, "b") == FAILS
+    found = findings_table(table, [ROW])
+    sentence = dict((c[:3], s) for c, _, s in verdicts(found, [ROW])[ROW["name"]])["(b)"]
+    assert "less invariant than self-distillation at T=1, T=4" in sentence
+
+
 def test_one_fold_is_inconclusive_except_the_teacher():
     table = synthetic(k=1, kd=(0.1, 0.99, 0.99))
     found = findings_table(table, [ROW])
