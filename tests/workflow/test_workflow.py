@@ -585,3 +585,40 @@ def test_removing_a_recipe_reruns_only_the_summaries(smoke_run):
     jobs = planned_jobs(run(["-n", "--configfile", "no-recipe.yaml"], cwd=smoke_run).stdout)
     assert jobs == FINAL
 
+
+
+@pytest.mark.e2e
+def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_rows(smoke_run):
+    """The overlay's kind of change on the completed smoke run: MNIST gains the rotation symmetry
+    and a row with a C4-averaged ResNet teacher. Only the new teachers train; the distillations
+    are the new row's; the MNIST evaluations of the trained models rerun once (to add IM under
+    rotation), and no training or distillation of the smoke run's rows reruns."""
+    smoke = yaml.safe_load((smoke_run / "smoke.yaml").read_text())
+    small = smoke["models"]["resnet"]
+    rows = smoke.get("rows") or yaml.safe_load((ROOT / "config.yaml").read_text())["rows"]
+    change = {
+        "datasets": {"mnist": {"symmetries": {"rotation": {"transform": "rot90_2d", "augment_identity_prob": 0.25}}}},
+        "models": {"resnet-c4": small, "resnet-c4-prime": smoke["models"]["resnet-prime"]},
+        "rows": rows + [{"name": "resnet-c4-mlp", "dataset": "mnist", "symmetry": "rotation",
+                                  "teacher": "resnet-c4", "teacher_prime": "resnet-c4-prime", "student": "mlp"}],
+    }
+    out = run(["-n", "--configfile", _write_merged(smoke_run, change, "groups.yaml")], cwd=smoke_run).stdout
+    jobs = planned_jobs(out)
+    # trainings: the two averaged teachers and the MLP augmented by rotation, per fold (2)
+    assert jobs["train_model"] == 3 * 2, jobs
+    trained = set(re.findall(r"results/mnist/train/([\w-]+)/([\w-]+)/fold\d/model\.pt", out))
+    assert trained == {("resnet-c4", "plain"), ("resnet-c4-prime", "plain"), ("mlp", "rotation")}, trained
+    distilled = set(re.findall(r"results/\w+/distill[\w-]*/([\w-]+)/([\w-]+)/[\w-]+/T[\d.e+-]+/fold\d/model\.pt", out))
+    # the new row's roles: t, t', s_aug (mlp/rotation) and s→s (mlp/plain: a new recipe variant only
+    # where the recipe names the symmetry; plain s→s already exists)
+    assert {("resnet-c4", "plain"), ("resnet-c4-prime", "plain"), ("mlp", "rotation")} <= distilled, distilled
+    assert not {d for d in distilled if d[0] in ("resnet", "resnet-prime", "dgcnn", "jet-deepsets")}, distilled
+    assert jobs["evaluate_trained"] == 2, jobs  # MNIST's two folds, now with IM under rotation
+
+
+def _write_merged(smoke_run: Path, change: dict, name: str) -> str:
+    from conftest import deep_merge
+
+    cfg = deep_merge(yaml.safe_load((smoke_run / "smoke.yaml").read_text()), change)
+    (smoke_run / name).write_text(yaml.safe_dump(cfg))
+    return name
