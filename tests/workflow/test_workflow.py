@@ -44,6 +44,16 @@ def planned_jobs(output: str) -> dict[str, int]:
     return counts
 
 
+def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
+    """The wildcards of each job of ``rule`` that a dry run's output lists."""
+    found = []
+    for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", output):
+        if block.startswith((f"rule {rule}:", f"localrule {rule}:")):
+            m = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+            found.append(dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {})
+    return found
+
+
 def copy_workflow(dest: Path) -> Path:
     for name in WORKFLOW_FILES:
         src = ROOT / name
@@ -606,13 +616,14 @@ def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_ro
     jobs = planned_jobs(out)
     # trainings: the two averaged teachers and the MLP augmented by rotation, per fold (2)
     assert jobs["train_model"] == 3 * 2, jobs
-    trained = set(re.findall(r"results/mnist/train/([\w-]+)/([\w-]+)/fold\d/model\.pt", out))
+    trained = {(w["model"], w["augment"]) for w in planned_wildcards(out, "train_model")}
     assert trained == {("resnet-c4", "plain"), ("resnet-c4-prime", "plain"), ("mlp", "rotation")}, trained
-    distilled = set(re.findall(r"results/\w+/distill[\w-]*/([\w-]+)/([\w-]+)/[\w-]+/T[\d.e+-]+/fold\d/model\.pt", out))
-    # the new row's roles: t, t', s_aug (mlp/rotation) and s→s (mlp/plain: a new recipe variant only
-    # where the recipe names the symmetry; plain s→s already exists)
+    distilled = {(w["teacher"], w["teacher_augment"]) for w in planned_wildcards(out, "distill_student")}
+    # the new row's roles: t, t', s_aug→s (mlp/rotation) and s→s (mlp/plain, for the recipes of the
+    # smoke run that name the row's symmetry; nothing of the paper's teachers)
     assert {("resnet-c4", "plain"), ("resnet-c4-prime", "plain"), ("mlp", "rotation")} <= distilled, distilled
-    assert not {d for d in distilled if d[0] in ("resnet", "resnet-prime", "dgcnn", "jet-deepsets")}, distilled
+    assert not {t for t, _ in distilled} & {"resnet", "resnet-prime", "dgcnn", "dgcnn-prime", "jet-deepsets",
+                                            "jet-deepsets-prime"}, distilled
     assert jobs["evaluate_trained"] == 2, jobs  # MNIST's two folds, now with IM under rotation
 
 
