@@ -22,6 +22,22 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+def toy_image_folds(d: Path) -> Path:
+    """A toy image split in ``d`` (3,000 12 x 12 images on a -1 background, two classes by mean
+    brightness of the centre) and its two folds: data for the training and resume tests."""
+    import torch
+
+    from kdinv.data.splits import save_split, write_folds
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((3000, 1, 12, 12), -1.0)
+    x[:, :, 3:9, 3:9] = torch.rand(3000, 1, 6, 6, generator=g)
+    y = (x[:, 0, 3:9, 3:9].mean((1, 2)) > 0.5).long()
+    save_split(x, y, 2, d / "train.pt")
+    write_folds(d / "train.pt", 2, 0, [d / "fold0.pt", d / "fold1.pt"])
+    return d
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

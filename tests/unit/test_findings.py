@@ -221,34 +221,6 @@ def test_e_accuracy():
     assert "significantly better than s alone at T=1, T=4" in sentence
 
 
-def test_i_consistency_is_decided_by_its_im_comparison_at_the_best_lambda():
-    """(i) rests on IM(t→s, consistency at the best λ) − IM(t→s, plain), rule "below"; the
-    accuracy change beside it has no rule and must not keep the claim from holding."""
-    table = synthetic()
-    distilled = table["kind"] == "distill"
-    table["recipe"] = np.where(distilled, "plain", None)
-    table["recipe_name"] = table["recipe"]
-    table["kd_direction"] = np.where(distilled, "forward", None)
-    table["recipe_symmetry"] = None
-    table["recipe_lambda"] = math.nan
-    kd = table[distilled & (table["teacher"] == "big") & (table["reference"] == "big/plain")]
-    variants = []
-    for lam, im in ((1.0, 0.30), (3.0, 0.20)):
-        v = kd.copy()
-        v["recipe"], v["recipe_name"] = f"consistency_lambda{lam:g}_shift", "consistency"
-        v["recipe_symmetry"], v["recipe_lambda"], v["im"] = "shift", lam, im
-        variants.append(v)
-    table = pd.concat([table, *variants], ignore_index=True)
-    assert verdict_of(table, "i") == HOLDS
-    found = findings_table(table, [ROW])
-    for temp in TEMPS:
-        assert pick(found, "im_consistency_minus_plain", temp)["best_lambda"] == 3.0
-        assert pd.isna(pick(found, "accuracy_consistency_minus_plain", temp)["verdict"])
-    # a penalty that leaves t→s less invariant than plain KD: does not hold
-    table.loc[table["recipe_name"] == "consistency", "im"] = 0.9
-    assert verdict_of(table, "i") == FAILS
-
-
 # The distilled rows of synthetic(), by role: (teacher, teacher_augment).
 DISTILLED_ROLES = {"self": ("small", "plain"), "aug_self": ("small", "shift"), "kd": ("big", "plain"),
                    "ctrl": ("big-prime", "plain")}
@@ -287,6 +259,28 @@ def add_variant(table: pd.DataFrame, variant: str, name: str, direction: str = "
                 shift = spread * new.loc[sel, "fold"].map({0: -1.0, 1: 1.0}).fillna(0.0).to_numpy()
                 new.loc[sel, column] = np.clip(at_t + shift + rng.normal(0, noise, int(sel.sum())), 0.0, 1.0)
     return pd.concat([table, new], ignore_index=True)
+
+
+def test_i_consistency_is_decided_by_its_im_comparison_at_the_best_lambda():
+    """(i) rests on IM(t→s, consistency at the best λ) − IM(t→s, plain), rule "below"; the
+    accuracy change beside it has no rule and must not keep the claim from holding."""
+    table = with_recipes(synthetic())
+    kd = table[(table["kind"] == "distill") & (table["teacher"] == "big") & (table["reference"] == "big/plain")]
+    variants = []
+    for lam, im in ((1.0, 0.30), (3.0, 0.20)):
+        v = kd.copy()
+        v["recipe"], v["recipe_name"] = f"consistency_lambda{lam:g}_shift", "consistency"
+        v["recipe_symmetry"], v["recipe_lambda"], v["im"] = "shift", lam, im
+        variants.append(v)
+    table = pd.concat([table, *variants], ignore_index=True)
+    assert verdict_of(table, "i") == HOLDS
+    found = findings_table(table, [ROW])
+    for temp in TEMPS:
+        assert pick(found, "im_consistency_minus_plain", temp)["best_lambda"] == 3.0
+        assert pd.isna(pick(found, "accuracy_consistency_minus_plain", temp)["verdict"])
+    # a penalty that leaves t→s less invariant than plain KD: does not hold
+    table.loc[table["recipe_name"] == "consistency", "im"] = 0.9
+    assert verdict_of(table, "i") == FAILS
 
 
 def augmented(base=None, **roles):

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from kdinv import forkserver
-from kdinv.data.splits import save_split, write_folds
+from conftest import toy_image_folds
 from kdinv.io import load_tensors
 from kdinv.runtime import plain
 
@@ -103,14 +103,7 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    g = torch.Generator().manual_seed(0)
-    x = torch.full((3000, 1, 12, 12), -1.0)
-    x[:, :, 3:9, 3:9] = torch.rand(3000, 1, 6, 6, generator=g)
-    y = (x[:, 0, 3:9, 3:9].mean((1, 2)) > 0.5).long()
-    save_split(x, y, 2, d / "train.pt")
-    write_folds(d / "train.pt", 2, 0, [d / "fold0.pt", d / "fold1.pt"])
-    return d
+    return toy_image_folds(tmp_path_factory.mktemp("data"))
 
 
 def training(data: Path, out: Path) -> dict:

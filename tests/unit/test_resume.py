@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdinv.data.splits import save_split, write_folds
+from conftest import toy_image_folds
 from kdinv.io import load_tensors
 from kdinv.training import TrainConfig, fit, outputs_loss, seed_everything
 
@@ -36,14 +36,7 @@ train_model({data!r} + "/train.pt", {data!r} + "/fold0.pt", spec, symmetry, 7, "
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    g = torch.Generator().manual_seed(0)
-    x = torch.full((3000, 1, 12, 12), -1.0)
-    x[:, :, 3:9, 3:9] = torch.rand(3000, 1, 6, 6, generator=g)
-    y = (x[:, 0, 3:9, 3:9].mean((1, 2)) > 0.5).long()
-    save_split(x, y, 2, d / "train.pt")
-    write_folds(d / "train.pt", 2, 0, [d / "fold0.pt", d / "fold1.pt"])
-    return d
+    return toy_image_folds(tmp_path_factory.mktemp("data"))
 
 
 def start(data: Path, out: Path) -> subprocess.Popen:

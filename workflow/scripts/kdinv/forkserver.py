@@ -195,6 +195,16 @@ def _try_connect(path: Path) -> socket.socket:
         raise
 
 
+def _connect_if_listening(sock: Path) -> socket.socket | None:
+    """A connection to the server at ``sock``, or None where no server listens there."""
+    try:
+        return _try_connect(sock)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError as err:
+        raise Unavailable(f"cannot connect to {sock}: {err}") from err
+
+
 def _idle_seconds() -> float:
     return float(os.environ.get("KDINV_FORKSERVER_IDLE", IDLE_SECONDS))
 
@@ -229,12 +239,9 @@ def connect() -> tuple[socket.socket, dict[str, Path]]:
     if paths["refused"].exists():
         raise Unavailable(f"the fork server refused to serve: {paths['refused'].read_text().strip()} "
                           f"(see {paths['log']})")
-    try:
-        return _try_connect(paths["sock"]), paths
-    except (FileNotFoundError, ConnectionRefusedError):
-        pass
-    except OSError as err:
-        raise Unavailable(f"cannot connect to {paths['sock']}: {err}") from err
+    conn = _connect_if_listening(paths["sock"])
+    if conn is not None:
+        return conn, paths
     deadline = time.monotonic() + 2 * START_SECONDS
     with open(paths["lock"], "a") as lock:
         while True:  # one client starts the server; the others wait for it here
@@ -245,12 +252,9 @@ def connect() -> tuple[socket.socket, dict[str, Path]]:
                 if time.monotonic() > deadline:
                     raise Unavailable(f"{paths['lock']} stayed locked for {2 * START_SECONDS:g} s") from None
                 time.sleep(0.02)
-        try:
-            return _try_connect(paths["sock"]), paths
-        except (FileNotFoundError, ConnectionRefusedError):
-            pass
-        except OSError as err:
-            raise Unavailable(f"cannot connect to {paths['sock']}: {err}") from err
+        conn = _connect_if_listening(paths["sock"])  # another client may have started it meanwhile
+        if conn is not None:
+            return conn, paths
         paths["sock"].unlink(missing_ok=True)  # a socket nobody listens on: its server died
         _start_server(paths)
         deadline = time.monotonic() + START_SECONDS
