@@ -158,6 +158,16 @@ def _resumed_at(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _training_runs(events: "Events", log: str, job: str) -> list[str]:
+    """The texts of the runs of one SLURM job that reached training (logged an epoch). A run
+    that ended while starting up (a requeued job can be preempted again before it reads its
+    resume state) shows neither a fresh start nor a resumption."""
+    return [
+        text for key, text in events.logs.items()
+        if key.startswith(f"{log} (job {job},") and re.search(r" epoch \d+/\d+", text)
+    ]
+
+
 def _seconds(text: str) -> float:
     """[days-][hours:]minutes:seconds[.fraction] in seconds."""
     days, _, clock = text.rpartition("-")
@@ -385,8 +395,9 @@ def test_a_cancelled_job_is_reported_failed_resubmitted_and_resumes(slurm_run):
     # the resubmitted job (a new SLURM job) continued from where the cancelled one stopped
     retry = _slurm_jobs(workdir, "train_model", "jets_jet-deepsets_plain_0")
     assert retry[0] == job and len(retry) >= 2, retry
-    resumed = [_resumed_at(t) for key, t in events.logs.items() if key.startswith(f"{log} (job {retry[1]},")]
-    assert resumed and resumed[0] is not None and resumed[0] >= epoch, events.runs_of(log)
+    # every run of it that trained resumed there, none started afresh
+    resumed = [_resumed_at(text) for text in _training_runs(events, log, retry[1])]
+    assert resumed and all(r is not None and r >= epoch for r in resumed), events.runs_of(log)
 
 
 def test_a_job_near_its_time_limit_gets_sigterm_before_it_saves_and_its_retry_resumes(slurm_run):
@@ -402,8 +413,8 @@ def test_a_job_near_its_time_limit_gets_sigterm_before_it_saves_and_its_retry_re
     # the retry asked for twice the time and 1.5 times the memory, and resumed
     [[limit, mem]] = _sacct("-X", "-j", jobs[1], "--format=TimelimitRaw,ReqMem")
     assert (limit, mem) == ("20", "1500M")
-    resumed = [_resumed_at(t) for key, t in events.logs.items() if key.startswith(f"{log} (job {jobs[1]},")]
-    assert resumed and resumed[0] is not None and resumed[0] >= epoch, events.runs_of(log)
+    resumed = [_resumed_at(text) for text in _training_runs(events, log, jobs[1])]
+    assert resumed and all(r is not None and r >= epoch for r in resumed), events.runs_of(log)
 
 
 def test_a_preempted_job_is_requeued_or_resubmitted_and_the_run_completes(slurm_run):
@@ -414,8 +425,7 @@ def test_a_preempted_job_is_requeued_or_resubmitted_and_the_run_completes(slurm_
     records = _sacct("-X", "--duplicates", "-j", job, "--format=State,Start")
     assert records[0][0] == "PREEMPTED" and len(records) >= 2 and records[-1][1] != "Unknown", records
     # the run after the preemption (the same SLURM job id) continued from where it stopped
-    runs = [text for key, text in events.logs.items() if key.startswith(f"{log} (job {job},")]
-    resumed = [_resumed_at(text) for text in runs]
+    resumed = [_resumed_at(text) for text in _training_runs(events, log, job)]
     assert any(r is not None and r >= epoch for r in resumed), events.runs_of(log)
     # preempted in the distillations' partition, which cancels: reported failed, resubmitted
     assert events.preempted_cancelled, "no distillation ran while the test preempted"

@@ -434,13 +434,19 @@ def test_every_bad_config_stops_snakemake_before_any_job(tmp_path):
     assert not failures, "\n\n".join(failures)
 
 
-def _plan_with(smoke_run: Path, change: dict, name: str) -> dict[str, int]:
-    """The dry-run job counts on the completed smoke run after merging ``change`` into its config."""
+def _write_merged(smoke_run: Path, change: dict, name: str) -> str:
+    """Writes the smoke run's config with ``change`` merged into it as ``name``; returns the name."""
     from conftest import deep_merge
 
     cfg = deep_merge(yaml.safe_load((smoke_run / "smoke.yaml").read_text()), change)
     (smoke_run / name).write_text(yaml.safe_dump(cfg))
-    return planned_jobs(run(["-n", "--configfile", name], cwd=smoke_run).stdout)
+    return name
+
+
+def _plan_with(smoke_run: Path, change: dict, name: str) -> dict[str, int]:
+    """The dry-run job counts on the completed smoke run after merging ``change`` into its config."""
+    config = _write_merged(smoke_run, change, name)
+    return planned_jobs(run(["-n", "--configfile", config], cwd=smoke_run).stdout)
 
 
 # What any new result reruns at the end; a config edit also rewrites the run settings.
@@ -626,11 +632,3 @@ def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_ro
     assert not {t for t, _ in distilled} & {"resnet", "resnet-prime", "dgcnn", "dgcnn-prime", "jet-deepsets",
                                             "jet-deepsets-prime"}, distilled
     assert jobs["evaluate_trained"] == 2, jobs  # MNIST's two folds, now with IM under rotation
-
-
-def _write_merged(smoke_run: Path, change: dict, name: str) -> str:
-    from conftest import deep_merge
-
-    cfg = deep_merge(yaml.safe_load((smoke_run / "smoke.yaml").read_text()), change)
-    (smoke_run / name).write_text(yaml.safe_dump(cfg))
-    return name
