@@ -603,7 +603,6 @@ def test_removing_a_recipe_reruns_only_the_summaries(smoke_run):
     assert jobs == FINAL
 
 
-
 @pytest.mark.e2e
 def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_rows(smoke_run):
     """The overlay's kind of change on the completed smoke run: MNIST gains the rotation symmetry
