@@ -133,7 +133,8 @@ def distill_student(
 
     First the teacher gate: for each symmetry of ``gates`` (the rows in which the teacher is t or
     t'; :func:`kdinv.config.teacher_gates`) the teacher's IM on the test split must be at most
-    1e-4 (in float64 where float32 does not pass), else nothing is trained (:class:`kdinv.evaluation.TeacherNotInvariant`).
+    1e-4 (in float64 where float32 does not pass), else nothing is trained
+    (:class:`kdinv.evaluation.TeacherNotInvariant`).
 
     Targets: the cached teacher logits on the untransformed training data, except where the
     recipe needs the teacher on other inputs: ``augmented`` uses the cache only for a teacher that

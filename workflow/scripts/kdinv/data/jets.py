@@ -28,11 +28,11 @@ The file format (one file per 10,000 jets in the real data, names like
 - ``particleFeatureNames`` and ``jetFeatureNames``: the column names as byte strings. The real
   files also hold jet images (``jetImage``...), which are not used and not written offline.
 
-Preprocessing (:func:`preprocess_jets`, docs/data.md: per jet,
-drop the constituents with pT <= 2 GeV, keep the 16 of highest pT in explicitly sorted descending
-order, zero-pad to 16, take the features (pT, eta_rel, phi_rel) (indices 5, 8, 11); drop jets left
-without constituents. The files are streamed in chunks, so memory does not grow with the number of
-files beyond the small (N, 16, 3) output. The robust scaling is fitted later, per fold.
+Preprocessing (:func:`preprocess_jets`; docs/data.md): per jet, drop the constituents with
+pT <= 2 GeV, keep the 16 of highest pT in explicitly sorted descending order, zero-pad to 16, take
+the features (pT, eta_rel, phi_rel) (indices 5, 8, 11); drop jets left without constituents. The
+files are streamed in chunks, so memory does not grow with the number of files beyond the small
+(N, 16, 3) output. The robust scaling is fitted later, per fold.
 
 Every writer stages its output in a temporary folder next to the destination and moves it in with
 renames only once it is complete, so a failure leaves nothing half-written behind.

@@ -17,10 +17,9 @@ The IDX format (http://yann.lecun.com/exdb/mnist/): a big-endian header ``0x00 0
 <ndim>`` (type 0x08 = unsigned byte), then ``ndim`` big-endian uint32 dimensions, then the
 row-major payload. Images have magic 0x00000803 (N, 28, 28); labels 0x00000801 (N,).
 
-Preprocessing follows docs/data.md: pixels x in 0..255 are
-mapped to x / 255 * 2 - 1 in [-1, 1] (background exactly -1.0; this equals the authors'
-``ToTensor()`` + ``Normalize(0.5, 0.5)``) and padded with the background value to 32x32;
-``pad_to=28`` reproduces the authors' unpadded images.
+Preprocessing follows docs/data.md: pixels x in 0..255 are mapped to x / 255 * 2 - 1 in [-1, 1]
+(background exactly -1.0; this equals the authors' ``ToTensor()`` + ``Normalize(0.5, 0.5)``) and
+padded with the background value to 32x32; ``pad_to=28`` reproduces the authors' unpadded images.
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ ModelNet40 the counts are glued to the header (``OFF3514 3546 0``), some files u
 and faces may be polygons with more than three vertices (they are fan-triangulated). ``#``
 comments and blank lines are allowed.
 
-Preprocessing follows docs/data.md and the authors' PyG
-pre-transform ``Compose([NormalizeScale(), SamplePoints(1000)])``: the mesh vertices are centred
-on their mean and scaled by 0.999999 / max|coordinate| (:func:`normalize_mesh`), then ``n`` points
-are sampled once on the surface, faces with probability proportional to their area
-(:func:`sample_points`). Each mesh's points come from its own generator, seeded with the workflow
-seed and a sha256 of ``<class>/<split>/<file>``, so they do not depend on the number of worker
-processes, the order of the files, or whether the meshes come from the zip or a folder.
+Preprocessing follows docs/data.md and the authors' PyG pre-transform
+``Compose([NormalizeScale(), SamplePoints(1000)])``: the mesh vertices are centred on their mean
+and scaled by 0.999999 / max|coordinate| (:func:`normalize_mesh`), then ``n`` points are sampled
+once on the surface, faces with probability proportional to their area (:func:`sample_points`).
+Each mesh's points come from its own generator, seeded with the workflow seed and a sha256 of
+``<class>/<split>/<file>``, so they do not depend on the number of worker processes, the order of
+the files, or whether the meshes come from the zip or a folder.
 """
 
 from __future__ import annotations

@@ -60,8 +60,8 @@ def shift_2d(x: torch.Tensor, generator: torch.Generator, max_shift: int = 5, ba
 def translate_3d(x: torch.Tensor, generator: torch.Generator, scale: float = 0.1) -> torch.Tensor:
     """Translation of point clouds by one random vector per cloud, t ~ U[0, scale)³.
 
-    The authors' ModelNet translation (``torch.rand(B, 3) * 0.1``,
-    docs/decisions.md): every point of a cloud moves by the same t, whose components are non-negative.
+    The authors' ModelNet translation (``torch.rand(B, 3) * 0.1``, docs/decisions.md): every
+    point of a cloud moves by the same t, whose components are non-negative.
 
     Args:
         x: [N, P, 3] point clouds.
