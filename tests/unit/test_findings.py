@@ -265,14 +265,9 @@ def test_i_consistency_is_decided_by_its_im_comparison_at_the_best_lambda():
     """(i) rests on IM(t→s, consistency at the best λ) − IM(t→s, plain), rule "below"; the
     accuracy change beside it has no rule and must not keep the claim from holding."""
     table = with_recipes(synthetic())
-    kd = table[(table["kind"] == "distill") & (table["teacher"] == "big") & (table["reference"] == "big/plain")]
-    variants = []
     for lam, im in ((1.0, 0.30), (3.0, 0.20)):
-        v = kd.copy()
-        v["recipe"], v["recipe_name"] = f"consistency_lambda{lam:g}_shift", "consistency"
-        v["recipe_symmetry"], v["recipe_lambda"], v["im"] = "shift", lam, im
-        variants.append(v)
-    table = pd.concat([table, *variants], ignore_index=True)
+        table = add_variant(table, f"consistency_lambda{lam:g}_shift", "consistency", symmetry="shift",
+                            lam=lam, noise=0.0, kd=(im, None, None))
     assert verdict_of(table, "i") == HOLDS
     found = findings_table(table, [ROW])
     for temp in TEMPS:

@@ -616,7 +616,7 @@ def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_ro
         "datasets": {"mnist": {"symmetries": {"rotation": {"transform": "rot90_2d", "augment_identity_prob": 0.25}}}},
         "models": {"resnet-c4": small, "resnet-c4-prime": smoke["models"]["resnet-prime"]},
         "rows": rows + [{"name": "resnet-c4-mlp", "dataset": "mnist", "symmetry": "rotation",
-                                  "teacher": "resnet-c4", "teacher_prime": "resnet-c4-prime", "student": "mlp"}],
+                         "teacher": "resnet-c4", "teacher_prime": "resnet-c4-prime", "student": "mlp"}],
     }
     out = run(["-n", "--configfile", _write_merged(smoke_run, change, "groups.yaml")], cwd=smoke_run).stdout
     jobs = planned_jobs(out)
