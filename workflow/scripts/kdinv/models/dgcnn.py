@@ -4,6 +4,8 @@ plain PyTorch, chunked to bound memory."""
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 
 import torch
@@ -30,7 +32,10 @@ def knn_indices(x: Tensor, k: int, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS)
     b, n, _ = x.shape
     if not 1 <= k <= n:
         raise ValueError(f"kNN needs 1 <= k <= number of points, got k={k} for {n} points")
-    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+    # autocast off where the device has autocast at all (torch.autocast refuses other devices)
+    no_autocast = (torch.autocast(x.device.type, enabled=False) if torch.amp.is_autocast_available(x.device.type)
+                   else contextlib.nullcontext())
+    with torch.no_grad(), no_autocast:
         x = x.detach().float()
         x = x - x.mean(dim=1, keepdim=True)
         sq = (x * x).sum(dim=2)  # (B, N)
