@@ -41,12 +41,15 @@ def transformed_copies(x: torch.Tensor, spec: dict, seed: int) -> torch.Tensor:
 def logits_in(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Logits [N, C] of ``model`` on ``x`` in eval mode, computed in ``dtype`` (float64 for the
-    gate: float32 can flip DGCNN's nearest neighbours on near-ties)."""
+    gate: float32 can flip DGCNN's nearest neighbours on near-ties). Like :func:`predict`, it
+    puts the model on ``device``, where it stays (in float32)."""
     if dtype == torch.float32:
         return predict(model, x, batch_size, device)
-    model = model.to(device=device, dtype=dtype).eval()
-    out = [model(x[i : i + batch_size].to(device=device, dtype=dtype)) for i in range(0, len(x), batch_size)]
-    model.float()
+    model.to(device=device, dtype=dtype).eval()
+    try:
+        out = [model(x[i : i + batch_size].to(device=device, dtype=dtype)) for i in range(0, len(x), batch_size)]
+    finally:
+        model.float()
     return torch.cat(out).cpu()
 
 

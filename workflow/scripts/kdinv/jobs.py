@@ -102,11 +102,13 @@ def train_model(
     _resume_file(out_model).unlink(missing_ok=True)
 
 
-def _load_teacher(path) -> torch.nn.Module:
-    """A teacher from its checkpoint, without drawing from the global generators (building a
-    model initialises weights before the checkpoint's replace them)."""
+def _load_teacher(path, device: torch.device) -> torch.nn.Module:
+    """A teacher from its checkpoint, on ``device`` and in eval mode, without drawing from the
+    global generators (building a model initialises weights before the checkpoint's replace
+    them). The one copy of its weights to the device in a distillation job: the gate, the cache
+    check and the per-batch targets all use this module."""
     with torch.random.fork_rng(devices=[]):
-        return load_model(path)
+        return load_model(path).to(device).eval()
 
 
 def distill_student(
@@ -162,7 +164,7 @@ def distill_student(
     model = build_from_spec(student_spec, x.shape[1:], num_classes, scaling)
     teacher = None
     if gates:
-        teacher = _load_teacher(teacher_model)
+        teacher = _load_teacher(teacher_model, dev)
         x_test, _, _ = load_split(test_split)
         teacher_gate(teacher, x_test, gates, gate_seed, 512, dev, f"{name}: teacher {teacher_model}")
     augment = make_augmentation(recipe["transform"]) if recipe.get("transform") else None
@@ -179,7 +181,7 @@ def distill_student(
         log.info("%s: cached teacher outputs vs the teacher on transformed training inputs: IM %.3g (%s)",
                  name, gap, "cache used" if not per_batch else "the teacher runs on every batch")
     if per_batch:
-        teacher = (teacher or _load_teacher(teacher_model)).to(dev).eval()
+        teacher = teacher or _load_teacher(teacher_model, dev)
         log.info("%s: recipe %s runs the teacher on every batch", name, recipe["recipe"])
     cfg = TrainConfig.from_dict(student_spec["distillation"])
     loss = recipe_loss(recipe, temperature, augment, teacher if per_batch else None)

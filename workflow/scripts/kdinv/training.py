@@ -130,8 +130,11 @@ def set_rng_state(state: dict, name: str = "model") -> None:
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """Logits [N, C] of ``model`` in eval mode on ``x``, in float32 on the CPU (one copy to the host
-    at the end, not one per batch)."""
-    model.eval()
+    at the end, not one per batch).
+
+    The model computes where its inputs go: it is put on ``device`` (a no-op when it is there
+    already, so a job that moved it once copies nothing here), and it stays there."""
+    model.to(device).eval()
     out = [model(x[i : i + batch_size].to(device)).float() for i in range(0, len(x), batch_size)]
     return torch.cat(out).cpu()
 
