@@ -1,4 +1,5 @@
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from kdinv.config import (
     validate_config,
 )
 from kdinv.distill.recipes import variant_attributes
+from kdinv.gpus import machine_gpus
 from kdinv.paths import (
     DISTILL,
     EVALUATION,
@@ -45,6 +47,17 @@ ON_GPU = config["device"] != "cpu"
 VARIANTS = variants_by_id(config)  # recipe variant id -> Variant ("plain": the paper's)
 METHODS = [method_of(v) for v in VARIANTS]
 GPU_SHARDS = config["job_resources"]["gpu_shards"]
+# A local run spreads its GPU jobs over the machine's GPUs (config local_gpus; kdinv/gpus.py): the
+# default profile's cap of one GPU (gpu_percent=100) becomes 100 per GPU, and each job takes a GPU
+# with room for its share when it starts. The jobs read the GPU ids from KDINV_LOCAL_GPUS. Not
+# under SLURM, which gives each job its own GPU (the SLURM profile sets no gpu_percent cap).
+LOCAL_GPUS = [] if not ON_GPU or "SLURM_JOB_ID" in os.environ else machine_gpus(config["local_gpus"])
+os.environ["KDINV_LOCAL_GPUS"] = ",".join(LOCAL_GPUS)
+_gpu_cap = workflow.global_resources.get("gpu_percent")
+if len(LOCAL_GPUS) > 1 and _gpu_cap is not None and _gpu_cap.value == 100:
+    workflow.register_resource("gpu_percent", 100 * len(LOCAL_GPUS))
+    logger.info(f"local run on {len(LOCAL_GPUS)} GPUs ({', '.join(LOCAL_GPUS)}): gpu_percent cap "
+                f"{100 * len(LOCAL_GPUS)}")
 
 
 def gpu_resources(jobs_per_gpu):

@@ -167,6 +167,26 @@ def test_small_jobs_share_a_gpu(tmp_path):
     assert len(cpu) >= 23  # every (rule, model) pair was parsed (evaluations: one per rule)
 
 
+def test_a_run_on_a_machine_with_two_gpus_lets_jobs_use_both(tmp_path):
+    """With two GPUs visible, a local run raises the default profile's cap of one GPU
+    (gpu_percent=100) to two, and its jobs learn the GPU ids (kdinv/gpus.py places each); with
+    local_gpus: 1, or under the CPU, it stays at one."""
+    workdir = copy_workflow(tmp_path)
+    for name, cfg in {"two": {"device": "cuda"}, "one": {"device": "cuda", "local_gpus": 1},
+                      "cpu": {"device": "cpu"}}.items():
+        (workdir / f"{name}.yaml").write_text(yaml.safe_dump({**cfg, "temperatures": [4], "folds": 2}))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
+
+    def log(name):
+        proc = subprocess.run(SNAKEMAKE + ["-n", "--configfile", f"{name}.yaml"], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout + proc.stderr
+
+    assert "local run on 2 GPUs (0, 1): gpu_percent cap 200" in log("two")
+    assert "gpu_percent cap" not in log("one") and "gpu_percent cap" not in log("cpu")
+
+
 def test_a_retry_asks_for_more_time_and_memory_up_to_the_cap(tmp_path):
     """What each attempt of a training or distillation asks the scheduler for. A dry run plans
     attempt 1; ``--attempt n`` plans attempt n, as Snakemake does for a retry (it evaluates the

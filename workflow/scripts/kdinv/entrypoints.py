@@ -26,30 +26,48 @@ def _check_gpu(kwargs: dict) -> None:
         require_visible_gpu(kwargs["device"], check["asked"], check["job"])
 
 
+def _on_gpu(kwargs: dict):
+    """The job's GPU check, then the context in which it runs on its GPU of a local run: it takes
+    ``gpu_placement`` (``percent``: the job's GPU share) out of ``kwargs`` and, on a workstation
+    with several GPUs, holds its share of one of them for the job (:func:`kdinv.gpus.placed_on_gpu`;
+    the GPU ids come from ``KDINV_LOCAL_GPUS``, which the workflow sets)."""
+    import os
+
+    from kdinv.gpus import LEDGER, placed_on_gpu
+
+    placement = kwargs.pop("gpu_placement", None)
+    name = (kwargs.get("gpu_check") or {}).get("job", "job")
+    _check_gpu(kwargs)
+    if placement is not None:
+        gpus = [g for g in os.environ.get("KDINV_LOCAL_GPUS", "").split(",") if g]
+        placement = {"gpus": gpus, "ledger": LEDGER, **placement}
+    return placed_on_gpu(placement, kwargs["device"], name)
+
+
 def train_model(**kwargs) -> None:
     """Rule train_model: :func:`kdinv.jobs.train_model`."""
     from kdinv.jobs import train_model as train
 
-    _check_gpu(kwargs)
-    log.info("seed %d", kwargs["seed"])
-    train(**kwargs)
+    with _on_gpu(kwargs):
+        log.info("seed %d", kwargs["seed"])
+        train(**kwargs)
 
 
 def distill_student(**kwargs) -> None:
     """Rule distill_student: :func:`kdinv.jobs.distill_student`."""
     from kdinv.jobs import distill_student as distill
 
-    _check_gpu(kwargs)
-    log.info("seed %d, T %g, recipe %s", kwargs["seed"], kwargs["temperature"], kwargs["recipe"])
-    distill(**kwargs)
+    with _on_gpu(kwargs):
+        log.info("seed %d, T %g, recipe %s", kwargs["seed"], kwargs["temperature"], kwargs["recipe"])
+        distill(**kwargs)
 
 
 def evaluate_models(**kwargs) -> None:
     """Rules evaluate_trained and evaluate_distilled: :func:`kdinv.evaluation.evaluate_runs`."""
     from kdinv.evaluation import evaluate_runs
 
-    _check_gpu(kwargs)
-    table = evaluate_runs(**kwargs)
+    with _on_gpu(kwargs):
+        table = evaluate_runs(**kwargs)
     log.info("%d rows for %d runs", len(table), len(kwargs["runs"]))
 
 
