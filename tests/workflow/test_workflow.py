@@ -651,3 +651,23 @@ def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_ro
     assert not {t for t, _ in distilled} & {"resnet", "resnet-prime", "dgcnn", "dgcnn-prime", "jet-deepsets",
                                             "jet-deepsets-prime"}, distilled
     assert jobs["evaluate_trained"] == 2, jobs  # MNIST's two folds, now with IM under rotation
+
+
+@pytest.mark.e2e
+def test_the_gpu_acceptance_script_runs_its_checks_on_the_cpu(tmp_path):
+    """benchmarks/gpu_acceptance.py's CPU path (the quick demo on the CPU twice, compared, in bf16,
+    a SIGKILLed training resumed bit-identically, the sharing and epoch-time measurements): every
+    check passes and the CSV and summary are written, so the script a GPU machine runs cannot rot."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/gpu_acceptance.py"), "--device", "cpu", "--quick",
+         "--cores", "2", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=1500, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out/acceptance-cpu.csv")
+    assert table["ok"].all()
+    checks = set(table["check"])
+    assert {"demo", "demo_cpu", "cpu_vs_device", "bf16", "bf16_vs_float32", "resume", "sharing", "epochs"} <= checks
+    resumed = table[table["check"] == "resume"]
+    assert resumed["value"].astype(str).eq("True").all() and len(resumed) == 3
+    assert (tmp_path / "out/acceptance-cpu.md").read_text().startswith("# GPU acceptance on cpu")

@@ -20,7 +20,7 @@ from kdinv.data.splits import load_fold, load_split
 from kdinv.io import load_tensors, save_tensors
 from kdinv.models.checkpoint import load_model
 from kdinv.symmetry.transforms import make_transform
-from kdinv.training import pick_device, predict
+from kdinv.training import describe_device, pick_device, predict
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def evaluate_runs(
     import pandas as pd  # only evaluation jobs need pandas; training jobs start faster without it
 
     dev = pick_device(device)
+    log.info("evaluating %d runs on %s", len(runs), describe_device(dev))
     x, y, _ = load_split(test_split)
     x_train, y_train, _ = load_split(train_split)
     _, val_idx = load_fold(fold_file, len(y_train))

@@ -24,7 +24,8 @@ from kdinv.data.splits import load_fold, load_fold_scaling, load_split
 from kdinv.io import load_tensors, save_tensors
 from kdinv.models.checkpoint import build_from_spec, checkpoint, load_model, with_scaling
 from kdinv.symmetry.transforms import make_augmentation
-from kdinv.training import TrainConfig, fit, outputs_loss, pick_device, predict, seed_everything
+from kdinv.training import (TrainConfig, describe_device, fit, outputs_loss, pick_device, predict,
+                             seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def train_model(
     model = build_from_spec(model_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(model_spec["training"])
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
+    log.info("%s: training on %s", name, describe_device(dev))
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], outputs_loss(F.cross_entropy), cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
@@ -158,6 +160,7 @@ def distill_student(
             f"split ({len(y)} samples, {num_classes} classes)"
         )
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
+    log.info("%s: distilling on %s", name, describe_device(dev))
     # the student first: its initialisation draws from the global generator, and nothing the
     # teacher gate or the recipe does below may change it
     scaling = load_fold_scaling(fold_file)

@@ -80,6 +80,14 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def describe_device(device: torch.device) -> str:
+    """``device`` for a job's log: a GPU with its name (``cuda:0 (NVIDIA H200)``), else its type."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return str(device)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNGs (init, dropout; the CPU's and every CUDA device's), ask for
     deterministic kernels, and return a generator for data order and augmentation.
