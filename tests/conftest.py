@@ -38,6 +38,16 @@ def toy_image_folds(d: Path) -> Path:
     return d
 
 
+def toy_sets(n: int, seed: int):
+    """``n`` sets of 6 elements with 3 features (also points in 3-D); the class is whether the
+    first features sum to a positive number (a permutation-invariant rule)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 3, generator=g)
+    return x, (x[:, :, 0].sum(1) > 0).long()
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -28,6 +28,7 @@ from kdinv.jobs import distill_student, train_model
 from kdinv.models.checkpoint import load_model
 from kdinv.training import TrainConfig, TrainingInterrupted, fit, outputs_loss
 from standin_device import STANDIN, DeviceMismatch, StandInAutocast, standin_accelerator
+from conftest import toy_sets
 
 DEVICE = str(STANDIN)
 PERM = {"transform": "permute_set"}
@@ -59,19 +60,12 @@ RECIPES = {
 }
 
 
-def sets(n: int, seed: int):
-    """Sets of 6 points in 3-D; the class is whether the first coordinates sum to a positive
-    number (invariant to permutations of the points)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, 3, generator=g)
-    return x, (x[:, :, 0].sum(1) > 0).long()
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("device")
-    save_split(*sets(160, 0), 2, root / "train.pt")
-    save_split(*sets(64, 1), 2, root / "test.pt")
+    save_split(*toy_sets(160, 0), 2, root / "train.pt")
+    save_split(*toy_sets(64, 1), 2, root / "test.pt")
     write_folds(root / "train.pt", 2, 0, [root / "fold0.pt", root / "fold1.pt"])
     return root
 
@@ -173,7 +167,7 @@ class _LeakySum(torch.nn.Module):
 
 def test_the_teacher_gate_float32_then_float64(caplog):
     torch.manual_seed(0)
-    x, _ = sets(64, 2)
+    x, _ = toy_sets(64, 2)
     with standin_accelerator(), caplog.at_level(logging.INFO, logger="kdinv"):
         found = teacher_gate(_LeakySum(), x, {"permutation": PERM}, 5, 16, STANDIN, "leaky")
     assert "IM (float32)" in caplog.text and "IM (float64)" in caplog.text

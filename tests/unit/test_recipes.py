@@ -17,6 +17,7 @@ from kdinv.evaluation import TeacherNotInvariant
 from kdinv.io import load_tensors
 from kdinv.jobs import distill_student, train_model
 from kdinv.training import Batch
+from conftest import toy_sets
 
 CPU = torch.device("cpu")
 PERM = {"transform": "permute_set"}
@@ -160,20 +161,13 @@ def test_mixup_mixes_pairs_of_the_batch_and_asks_the_teacher():
 # --- the distillation job: targets and the gate -------------------------------------------------
 
 
-def sets(n: int, seed: int):
-    """Sets of 6 elements with 3 features; the class is whether the sum of the first feature is
-    positive (a permutation-invariant rule)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 6, 3, generator=g)
-    return x, (x[:, :, 0].sum(1) > 0).long()
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipes")
-    x, y = sets(240, 0)
+    x, y = toy_sets(240, 0)
     save_split(x, y, 2, root / "train.pt")
-    save_split(*sets(80, 1), 2, root / "test.pt")
+    save_split(*toy_sets(80, 1), 2, root / "test.pt")
     write_folds(root / "train.pt", 2, 0, [root / "fold0.pt", root / "fold1.pt"])
     out = {}
     for name, spec in {
