@@ -60,7 +60,6 @@ RECIPES = {
 }
 
 
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("device")

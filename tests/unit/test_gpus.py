@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import time
 
-import pytest
 
 from kdinv.gpus import GpuLedger, machine_gpus, placed_on_gpu
 

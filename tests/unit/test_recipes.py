@@ -161,7 +161,6 @@ def test_mixup_mixes_pairs_of_the_batch_and_asks_the_teacher():
 # --- the distillation job: targets and the gate -------------------------------------------------
 
 
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("recipes")
