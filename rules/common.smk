@@ -7,6 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from kdinv.cluster import install as install_slurm_state_fix
 from kdinv.config import (
+    DATASET_INPUTS,
     canonical,
     config_warnings,
     variants_by_id,
@@ -374,4 +375,9 @@ def evaluation_params(runs):
         "val_seed": lambda w: derive_seed(config["seed"], "im-val", w.dataset, w.fold),
         "device": config["device"],
         "batch_size": config["evaluation"]["batch_size"],
+        "measures": lambda w: {
+            "input_kind": DATASET_INPUTS[config["datasets"][w.dataset]["kind"]],
+            "samples": config["evaluation"]["measure_samples"],
+            "seed": derive_seed(config["seed"], "measures", w.dataset, w.fold),
+        },
     }

@@ -80,6 +80,12 @@ class StandInTensor(torch.Tensor):
         raise RuntimeError(f"a stand-in accelerator tensor was used outside standin_accelerator(): {func}")
 
 
+def _zeros_if_plain_meta(a):
+    if isinstance(a, torch.Tensor) and not isinstance(a, StandInTensor) and a.device.type == STANDIN.type:
+        return StandInTensor(torch.zeros(a.shape, dtype=a.dtype))
+    return a
+
+
 def _on_standin(device) -> bool:
     return device is not None and torch.device(device).type == STANDIN.type
 
@@ -123,6 +129,9 @@ class StandInMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        # a plain meta tensor here is one autograd made for the stand-in device without data (the
+        # zero tangent of forward-mode autodiff): zeros on the stand-in
+        args, kwargs = tree_map(_zeros_if_plain_meta, (args, kwargs))
         flat, _ = tree_flatten((args, kwargs))
         tensors = [a for a in flat if isinstance(a, torch.Tensor)]
         out_standin = self._result_on_standin(func, args, kwargs, tensors)

@@ -17,6 +17,7 @@ run_job(
         val_seed=p.val_seed,
         device=p.device,
         batch_size=p.batch_size,
+        measures=p.measures,
         out_metrics=snakemake.output.metrics,
         reference_logits=snakemake.input.get("references"),
         out_logits=snakemake.output.get("logits"),

@@ -102,6 +102,7 @@ def evaluate_runs(
     out_metrics: str | Path,
     reference_logits: str | Path | None = None,
     out_logits: str | Path | None = None,
+    measures: dict | None = None,
 ):
     """Evaluate a group of runs of one dataset's fold; one table row per (run, symmetry, reference).
 
@@ -113,10 +114,18 @@ def evaluate_runs(
         reference_logits: a file of {key: test logits} of the teachers (the trained group's).
         out_logits: where to write {key: test logits} of these runs, keyed
             ``<model>/<augment>`` (the trained group writes it: the references of fidelity).
+        measures: ``{"input_kind", "samples", "seed"}``: the orbit gap of every finite group that
+            acts on the input kind and the Lie derivative of every symmetry, with their random
+            controls, on the first ``samples`` test samples (:func:`kdinv.symmetry.measures.measures`);
+            None or 0 samples leaves them out.
 
     Columns: the identifiers, symmetry, reference, accuracy, nll, ece, n_test, im, agreement,
-    kl, val_accuracy, val_im.
+    kl, val_accuracy, val_im; with ``measures`` also im_random (IM's control, on the whole test
+    split), lie, lie_random, and orbit_gap_<group>, orbit_gap_<group>_random per group.
     """
+    from kdinv.symmetry.measures import im_random
+    from kdinv.symmetry.measures import measures as invariance_measures
+
     import pandas as pd  # only evaluation jobs need pandas; training jobs start faster without it
 
     dev = pick_device(device)
@@ -144,12 +153,21 @@ def evaluate_runs(
                       "kl": metrics.kl_divergence(references[ref], logits)}
                 for ref in run["references"]
             }  # fmt: skip
+        extra = {"runs": {}, "symmetries": {}}
+        if measures and measures["samples"]:
+            extra = invariance_measures(model, x[: measures["samples"]], symmetries, measures["input_kind"],
+                                        batch_size, dev, measures["seed"])
         for sym in symmetries:
             im = metrics.invariance(logits, predict(model, copies[sym], batch_size, dev))
             val_im = metrics.invariance(val_logits, predict(model, val_copies[sym], batch_size, dev))
+            more = {}
+            if measures and measures["samples"]:
+                control = torch.Generator().manual_seed(measures["seed"])
+                more = {"im_random": im_random(model, x, copies[sym], batch_size, dev, control),
+                        **extra["symmetries"][sym], **extra["runs"]}
             for ref, fid in fidelity.items():
                 rows.append({**run["identifiers"], "symmetry": sym, "reference": ref, **base, "im": im,
-                             **fid, "val_im": val_im})  # fmt: skip
+                             **fid, "val_im": val_im, **more})  # fmt: skip
         ids = run["identifiers"]
         written[f"{ids['model']}/{ids['augment']}"] = logits
         log.info("%s: accuracy %.4f, IM %s", run["dir"], base["accuracy"],

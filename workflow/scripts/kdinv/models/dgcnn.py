@@ -69,11 +69,13 @@ class _GatherMax(torch.autograd.Function):
     Autograd through ``gather → max(dim)`` would allocate a zero tensor of the gathered shape
     (B, N, k, C) and index-add it back; here the backward scatter-adds the output gradient straight
     onto the source point of each maximum (the routing of ``max(dim)``, whose argmax picks the one
-    winner per entry among tied neighbours).
+    winner per entry among tied neighbours). Forward mode (the Lie derivative
+    of :mod:`kdinv.symmetry.measures`) takes each maximum's tangent from the same source point.
+    The second output, the source points, is not differentiable.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, idx: Tensor, chunk_elements: int) -> Tensor:  # type: ignore
+    def forward(x: Tensor, idx: Tensor, chunk_elements: int) -> tuple[Tensor, Tensor]:  # type: ignore
         b, n, c = x.shape
         clouds = max(1, chunk_elements // (n * idx.shape[2] * c))
         values, sources = [], []
@@ -82,20 +84,31 @@ class _GatherMax(torch.autograd.Function):
             v, arg = _gather_neighbours(x[b0 : b0 + clouds], i).max(dim=2)  # (b', N, C) each
             values.append(v)
             sources.append(i.gather(2, arg))  # neighbour position -> point index, (b', N, C)
-        ctx.save_for_backward(torch.cat(sources, dim=0))
-        return torch.cat(values, dim=0)
+        return torch.cat(values, dim=0), torch.cat(sources, dim=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def setup_context(ctx, inputs, output):
+        _, source = output
+        ctx.mark_non_differentiable(source)
+        ctx.save_for_backward(source)
+        ctx.save_for_forward(source)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _source_grad: Tensor | None = None):  # type: ignore[override]
         (source,) = ctx.saved_tensors
         grad_x = torch.zeros(source.shape, dtype=grad.dtype, device=grad.device)
         return grad_x.scatter_add_(1, source, grad), None, None
+
+    @staticmethod
+    def jvp(ctx, x_tangent: Tensor, _idx_tangent, _chunk_tangent):  # type: ignore[override]
+        (source,) = ctx.saved_tensors
+        return x_tangent.gather(1, source), None
 
 
 def _gather_max(x: Tensor, idx: Tensor, chunk_elements: int) -> Tensor:
     """max over each point's neighbours j of x_j: (B, N, C), (B, N, k) -> (B, N, C), in chunks of
     clouds so that at most about ``chunk_elements`` gathered values exist at once."""
-    return _GatherMax.apply(x, idx, chunk_elements)
+    return _GatherMax.apply(x, idx, chunk_elements)[0]
 
 
 class EdgeConv(nn.Module):
