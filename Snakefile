@@ -53,6 +53,7 @@ rule all:
     input:
         rules.plot_figure1.output,
         rules.plot_tradeoff.output,
+        rules.plot_measures.output,
         rules.collect_metrics.output,
         rules.write_findings.output,
         rules.plot_curves.output,

@@ -64,6 +64,30 @@ rule plot_tradeoff:
         "../workflow/scripts/plot_tradeoff.py"
 
 
+rule plot_measures:
+    input:
+        rules.collect_metrics.output,
+    output:
+        png=report(
+            "results/figures/measures.png",
+            caption="../workflow/report/measures.rst",
+            category="Invariance and accuracy",
+        ),
+        pdf="results/figures/measures.pdf",
+    log:
+        "logs/plot_measures/plot_measures.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        rows=figure_rows(),
+    script:
+        "../workflow/scripts/plot_measures.py"
+
+
 # Whether the paper's claims hold on this run, from the collected table (fold-paired statistics).
 rule write_findings:
     input:

@@ -154,6 +154,13 @@ def plot_tradeoff(**kwargs) -> None:
     plot(**kwargs)
 
 
+def plot_measures(**kwargs) -> None:
+    """Rule plot_measures: :func:`kdinv.analysis.figures.plot_measures`."""
+    from kdinv.analysis.figures import plot_measures as plot
+
+    plot(**kwargs)
+
+
 def write_findings(**kwargs) -> None:
     """Rule findings: :func:`kdinv.analysis.findings.write_findings`."""
     from kdinv.analysis.findings import write_findings as write

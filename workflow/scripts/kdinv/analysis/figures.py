@@ -177,3 +177,69 @@ def plot_tradeoff(metrics_path, rows: list[dict], out_png, out_pdf) -> None:
     fig.savefig(out_png, dpi=170)
     fig.savefig(out_pdf)
     plt.close(fig)
+
+
+MEASURE_ROLES = {"s": "s", "s aug.": "s_aug", "t": "t", "s→s": "s→s", "s_aug→s": "s_aug→s", "t→s": "t→s"}
+
+
+def measure_columns(table: pd.DataFrame, row: dict) -> list[tuple[str, str]]:
+    """The three measures of a figure row as (column, title): IM; the orbit gap of the finite
+    group the row's symmetry is, else of the first one its data admits (none for sets); the Lie
+    derivative (none for a symmetry without a continuous generator)."""
+    out = [("im", "IM")]
+    gaps = sorted(c[len("orbit_gap_"):] for c in table.columns
+                  if c.startswith("orbit_gap_") and not c.endswith("_random"))
+    data = table[table["dataset"] == row["dataset"]]
+    gaps = [g for g in gaps if data[f"orbit_gap_{g}"].notna().any()]
+    if gaps:
+        out.append((f"orbit_gap_{gaps[0]}", f"orbit gap ({gaps[0]})"))
+    if "lie" in table and data[data["symmetry"] == row["symmetry"]]["lie"].notna().any():
+        out.append(("lie", "Lie derivative"))
+    return out
+
+
+def plot_measures(metrics_path, rows: list[dict], out_png, out_pdf) -> None:
+    """Per row (figure rows) and measure (columns: IM, orbit gap, Lie derivative), each model's
+    value (filled) beside its random control of the same size (hollow), mean ± s.d. over folds, on
+    a log scale: a model is invariant where its value lies far below its control, insensitive
+    where both are small. Distilled students at their best temperature on validation IM. Drawn
+    from the collected metric table only."""
+    from kdinv.analysis.claims import best_temperature
+
+    table = pd.read_parquet(metrics_path)
+    sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
+    cols = 3
+    fig, axes = plt.subplots(len(rows), cols, figsize=(3.6 * cols, 2.6 * len(rows) + 0.6), squeeze=False)
+    for r, row in enumerate(rows):
+        measures = measure_columns(table, row) if "im_random" in table else [("im", "IM")]
+        for c in range(cols):
+            ax = axes[r, c]
+            if c >= len(measures):
+                ax.axis("off")
+                ax.text(0.5, 0.5, "no finite group or continuous\ngenerator for this row",
+                        ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                continue
+            column, title = measures[c]
+            control = "im_random" if column == "im" else f"{column}_random"
+            for x, (label, role) in enumerate(MEASURE_ROLES.items()):
+                frame = select(table, row, Series(role, label))
+                if "temperature" in frame and frame["temperature"].notna().any():
+                    frame = frame[frame["temperature"] == best_temperature(frame)]
+                for value, offset, face in ((column, -0.15, None), (control, 0.15, "none")):
+                    if value not in frame or frame[value].isna().all():
+                        continue
+                    mean, sd = _mean_sd(frame[value].clip(lower=1e-12))
+                    ax.errorbar(x + offset, mean, yerr=sd, fmt="o", color="C0" if value == column else "C3",
+                                mfc=face, ms=5, capsize=2)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(MEASURE_ROLES)), list(MEASURE_ROLES), rotation=45, fontsize=7)
+            ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_title(row), fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", ls="", color="C0", label="measure"),
+               plt.Line2D([], [], marker="o", ls="", color="C3", mfc="none", label="random control, same size")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / (2.6 * len(rows) + 0.6), 1, 1))
+    fig.savefig(out_png, dpi=170)
+    fig.savefig(out_pdf)
+    plt.close(fig)
