@@ -133,6 +133,19 @@ def orbit_gap(model: torch.nn.Module, x: torch.Tensor, group: str, batch_size: i
     return total / len(x)
 
 
+def _rms_tangent(tangents: list[Generator]) -> Generator:
+    """A tangent whose norm per sample is the root mean square of ``tangents``' norms (the size
+    of the random control of a symmetry with several generators)."""
+
+    def v(x: torch.Tensor) -> torch.Tensor:
+        norms = torch.stack([t(x).flatten(1).norm(dim=1) for t in tangents])  # [k, N]
+        out = torch.zeros_like(x)
+        out.flatten(1)[:, 0] = norms.square().mean(0).sqrt()
+        return out
+
+    return v
+
+
 def lie_derivative(model: torch.nn.Module, x: torch.Tensor, tangent: Generator, batch_size: int,
                    device: torch.device, generator: torch.Generator | None = None) -> float:
     """Mean over samples of ‖d/dt log p(φ_t(x))|₀‖₂, the jvp of the log-probabilities along
@@ -167,7 +180,8 @@ def measures(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, dict
              batch_size: int, device: torch.device, seed: int) -> dict:
     """Every measure of this module for one model on ``x``: ``{"runs": {orbit_gap_<group>,
     orbit_gap_<group>_random}, "symmetries": {name: {lie, lie_random}}}``; the Lie derivative is the
-    mean over the symmetry's generators, NaN for a symmetry without one. Random draws are seeded
+    mean over the symmetry's generators (its control one random tangent per sample, of the
+    generators' root-mean-square norm), NaN for a symmetry without one. Random draws are seeded
     with ``seed``, the same for every model."""
     out = {"runs": {}, "symmetries": {}}
     for group in finite_groups_of(input_kind):
@@ -179,8 +193,9 @@ def measures(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, dict
         if not gens:
             out["symmetries"][name] = {"lie": float("nan"), "lie_random": float("nan")}
             continue
-        g = torch.Generator().manual_seed(seed)
         lie = [lie_derivative(model, x, v, batch_size, device) for v in gens.values()]
-        rnd = [lie_derivative(model, x, v, batch_size, device, g) for v in gens.values()]
-        out["symmetries"][name] = {"lie": sum(lie) / len(lie), "lie_random": sum(rnd) / len(rnd)}
+        # the control: one random direction per sample, of the generators' root-mean-square size
+        rnd = lie_derivative(model, x, _rms_tangent(list(gens.values())), batch_size, device,
+                             torch.Generator().manual_seed(seed))
+        out["symmetries"][name] = {"lie": sum(lie) / len(lie), "lie_random": rnd}
     return out
