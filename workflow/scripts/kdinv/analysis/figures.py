@@ -183,12 +183,15 @@ MEASURE_ROLES = {"s": "s", "s aug.": "s_aug", "t": "t", "s→s": "s→s", "s_aug
 
 
 def measure_columns(table: pd.DataFrame, row: dict) -> list[tuple[str, str]]:
-    """The three measures of a figure row as (column, title): IM; the orbit gap of the finite
-    group the row's symmetry is, else of the first one its data admits (none for sets); the Lie
-    derivative (none for a symmetry without a continuous generator)."""
+    """The three measures of a figure row as (column, title): IM; the orbit gap of the largest
+    finite group its data admits (none for sets); the Lie derivative (none for a symmetry without
+    a continuous generator)."""
+    from kdinv.symmetry.catalog import TRANSFORM_INFO
+
     out = [("im", "IM")]
-    gaps = sorted(c[len("orbit_gap_"):] for c in table.columns
-                  if c.startswith("orbit_gap_") and not c.endswith("_random"))
+    gaps = sorted((c[len("orbit_gap_"):] for c in table.columns
+                   if c.startswith("orbit_gap_") and not c.endswith("_random")),
+                  key=lambda g: (-(TRANSFORM_INFO[g].group_order or 0), g))
     data = table[table["dataset"] == row["dataset"]]
     gaps = [g for g in gaps if data[f"orbit_gap_{g}"].notna().any()]
     if gaps:
