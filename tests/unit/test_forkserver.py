@@ -402,9 +402,11 @@ def test_the_torch_heavy_scripts_hand_their_job_to_run_job_with_matching_argumen
 
             library = {"train_model": jobs.train_model, "distill_student": jobs.distill_student,
                        "evaluate_models": evaluation.evaluate_runs}[target.split(":")[1]]
-            # the entrypoint takes gpu_check itself (a SLURM job given a GPU it cannot see stops)
-            assert "gpu_check" in names, name
-            inspect.signature(library).bind(**dict.fromkeys(n for n in names if n != "gpu_check"))
+            # the entrypoint takes gpu_check (a SLURM job given a GPU it cannot see stops) and
+            # gpu_placement (which GPU of a workstation the job runs on) itself
+            assert "gpu_check" in names and "gpu_placement" in names, name
+            inspect.signature(library).bind(
+                **dict.fromkeys(n for n in names if n not in ("gpu_check", "gpu_placement")))
 
 
 def test_the_scripts_import_nothing_heavy():
