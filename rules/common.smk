@@ -4,7 +4,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
-from kdinv.cluster import install as install_slurm_state_fix
 from kdinv.config import (
     canonical,
     config_warnings,
@@ -35,9 +34,6 @@ validate_config(
 )
 for warning in config_warnings(config):
     logger.warning(f"config: {warning}")
-# On SLURM: jobs cancelled ("CANCELLED by <uid>") or preempted and not requeued are reported to the
-# executor plugin as failed instead of running forever (kdinv/cluster.py).
-install_slurm_state_fix()
 
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_number(t) for t in config["temperatures"]]

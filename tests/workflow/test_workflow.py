@@ -19,10 +19,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "profiles", "config.yaml", "config.demo.yaml", "envs"]
 
 
-def run(args, cwd, check=True, timeout=1200):
+def run(args, cwd, check=True, timeout=1200, env=None):
     proc = subprocess.run(
         SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
@@ -216,6 +216,64 @@ def test_slurm_plugin_submits_shared_jobs_as_shards():
     assert submit(gpu=1, gres="", gpu_percent=100) == ["--gpus=1"]
     assert submit(gpu=0, gres="shard:4", gpu_percent=50) == ["--gres=shard:4"]
     assert submit(gpu=0, gres="", gpu_percent=0) == []
+
+
+def test_the_slurm_profile_is_accepted_by_the_pinned_plugin(tmp_path):
+    """Every key of profiles/slurm is an option of this Snakemake and the pinned plugin (a dry run
+    reads them all), and the sbatch options the rules pass in slurm_extra are ones the plugin
+    lets through: a plugin that manages --signal itself (its feat/slurm_signals work) would
+    refuse ours, and this test names the option (docs/cluster.md says what to do then)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+    workdir = copy_workflow(tmp_path)
+    (workdir / "gpu.yaml").write_text(yaml.safe_dump({"device": "auto", "temperatures": [4], "folds": 2}))
+    out = run(["-n", "--workflow-profile", "profiles/slurm", "--configfile", "gpu.yaml",
+               "--set-resources", "train_model:slurm_partition=gpu", "distill_student:slurm_partition=gpu"],
+              cwd=workdir).stdout
+    plan = planned_resources(out)
+    extras = {res.get("slurm_extra", "") for res in plan.values()}
+    assert "--signal=TERM@180" in extras
+    for extra in extras:
+        validate_slurm_extra(SimpleNamespace(resources=SimpleNamespace(slurm_extra=extra)))
+
+
+def _slurm_run(workdir, *args, env=None):
+    """A SLURM run of the fold split through profiles/slurm; the checks below stop it in its
+    onstart handler, after the DAG and before any sbatch (this machine need not have SLURM)."""
+    return run(["--workflow-profile", "profiles/slurm", "--configfile", "smoke.yaml", "--jobs", "2", *args],
+               cwd=workdir, check=False, timeout=300, env=env)
+
+
+def test_a_slurm_run_refuses_gpu_jobs_without_a_partition_before_any_submission(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    proc = _slurm_run(workdir, "--config", "device=auto")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "not submitting any job: these jobs ask for a GPU but name no partition" in out, out[-3000:]
+    assert "train_model (" in out and "evaluate_trained (" in out and "gpus_in_default_partition" in out
+    assert not (workdir / ".snakemake/slurm_logs").exists()  # nothing was submitted
+
+
+def test_a_slurm_run_with_untested_plugin_versions_stops_before_any_submission(tmp_path):
+    """The workflow patches the plugin's status query (kdinv/cluster.py); with a plugin version
+    it was not tested with, the run stops naming the versions instead of risking runs that wait
+    forever. The installed version is faked as 2.9.0 (a sitecustomize in the run's path)."""
+    workdir = copy_workflow(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import importlib.metadata as m\n"
+        "_version = m.version\n"
+        "m.version = lambda name: '2.9.0' if name == 'snakemake-executor-plugin-slurm' else _version(name)\n"
+    )
+    proc = _slurm_run(workdir, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(site)})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "not submitting any job: the workflow's fix of SLURM job states" in out, out[-3000:]
+    assert "snakemake-executor-plugin-slurm 2.9.0 (tested: 2.8.0)" in out
+    assert not (workdir / ".snakemake/slurm_logs").exists()
 
 
 def test_config_error_stops_before_any_job(tmp_path):
