@@ -193,8 +193,9 @@ def test_a_retry_asks_for_more_time_and_memory_up_to_the_cap(tmp_path):
     for attempt, runtime, mem in [(1, 240, 8000), (3, 600, 18000), (4, 600, 27000)]:  # 3 x 240 > 600
         plan = asked("caps.yaml", attempt)
         assert plan["train_model"] == plan["distill_student"] == (runtime, mem, "--signal=TERM@180"), attempt
-        # evaluations: sized to their runs (1 + 1 minute per model: 4 or 6 models), no early signal
-        assert plan["evaluate_trained"] in ((5, 8000, ""), (7, 8000, ""))
+        # evaluations: sized to their runs (1 + 1 minute per model: 4 or 6 models) times the
+        # attempt, up to the cap, and the same memory growth; no early signal
+        assert plan["evaluate_trained"] in ((min(5 * attempt, 600), mem, ""), (min(7 * attempt, 600), mem, ""))
     for attempt in (1, 2):
         plan = asked("short.yaml", attempt)
         assert plan["train_model"] == (attempt, 1000, f"--signal=TERM@{15 * attempt}"), attempt
