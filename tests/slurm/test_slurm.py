@@ -51,7 +51,8 @@ CLUSTER = {
     "LOCAL_SLURM_PREEMPT": "partition_prio",
     # debug (default): preempted jobs are requeued; cancelled: preempted jobs are cancelled;
     # urgent: preempts both
-    "LOCAL_SLURM_PARTITIONS": "debug:1 cancelled:1:CANCEL urgent:10:OFF",
+    # short: MaxTime 1 minute (EnforcePartLimits=NO: a job asking for more stays PENDING)
+    "LOCAL_SLURM_PARTITIONS": "debug:1 cancelled:1:CANCEL urgent:10:OFF short:1::1",
 }
 TARGET = "results/metrics.parquet"
 RUN_TIMEOUT = 600  # seconds; a hang fails the test after this long
@@ -303,10 +304,38 @@ def _start_gpu_check(workdir: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["timeout", "-s", "INT", "-k", "30", "240", *SNAKEMAKE, GPU_TARGET,
          "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "--config", "device=auto",
-         "--forcerun", GPU_TARGET, "--retries", "0",
+         "--forcerun", GPU_TARGET, "--retries", "0", "--set-resources", "train_model:slurm_partition=debug",
          "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
         cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
     )
+
+
+STUCK_TARGET = "results/jets/folds/fold0.pt"
+# how each stuck run's make_folds job is kept from starting
+STUCK = {
+    # submitted held (sbatch --hold): PENDING (JobHeldUser) until released, which no one does
+    "held": ["make_folds:slurm_extra='--hold'"],
+    # 10 minutes in a partition whose MaxTime is 1: PENDING (PartitionTimeLimit) forever
+    "time_limit": ["make_folds:slurm_partition='short'", "make_folds:runtime=10"],
+}
+
+
+def _start_stuck(done: Path, base: Path, kind: str) -> tuple[subprocess.Popen, Path]:
+    """A run of one make_folds job that SLURM will not start, in a copy of a finished run's
+    directory (its data and folds; not its .snakemake). The job must be reported failed, at once
+    for the partition's time limit, after job_resources.stuck_minutes (15 s here) for the hold."""
+    workdir = base / f"stuck-{kind}"
+    shutil.copytree(done, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    (workdir / "stuck.yaml").write_text(yaml.safe_dump({"job_resources": {"stuck_minutes": 0.25}}))
+    out = base / f"stuck-{kind}.out"
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "-k", "30", "240", *SNAKEMAKE, STUCK_TARGET,
+         "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "stuck.yaml",
+         "--forcerun", STUCK_TARGET, "--retries", "0", "--set-resources", *STUCK[kind],
+         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
+        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
+    )
+    return proc, out
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +361,9 @@ def slurm_run(cluster, tmp_path_factory):
         "--set-resources", "train_model:gpu=1", "distill_student:gpu=1", "evaluate_trained:gpu=1",
         "evaluate_distilled:gpu=1",
         "distill_student:slurm_partition=cancelled",
+        # a GPU job must name its partition (rules/cluster.smk refuses the run otherwise)
+        "train_model:slurm_partition=debug", "evaluate_trained:slurm_partition=debug",
+        "evaluate_distilled:slurm_partition=debug",
         # poll often (a test): after a job ends, the plugin's next check is this many seconds later
         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2",
     ]
@@ -360,6 +392,7 @@ def slurm_run(cluster, tmp_path_factory):
     slurm_seconds = time.monotonic() - started
     output = out_path.read_text()
     assert proc.returncode == 0, f"rc {proc.returncode} after {slurm_seconds:.0f} s:\n{output[-8000:]}"
+    stuck = {kind: _start_stuck(slurm_dir, base, kind) for kind in STUCK}
     if gpu_check is None:  # the SLURM run ended first: the check runs beside the local run
         gpu_dir = slurm_dir
         gpu_check = _start_gpu_check(gpu_dir, base / "gpu_check.out")
@@ -379,8 +412,8 @@ def slurm_run(cluster, tmp_path_factory):
     )
     yield {"dir": slurm_dir, "out": output, "events": events, "local": local, "local_dir": local_dir,
            "local_out": base / "local.out", "gpu_check": gpu_check, "gpu_check_out": base / "gpu_check.out",
-           "gpu_dir": gpu_dir}
-    for leftover in (local, gpu_check):
+           "gpu_dir": gpu_dir, "stuck": stuck}
+    for leftover in (local, gpu_check, *(proc for proc, _ in stuck.values())):
         if leftover.poll() is None:
             leftover.kill()
 
@@ -392,6 +425,8 @@ def test_a_cancelled_job_is_reported_failed_resubmitted_and_resumes(slurm_run):
     # what sacct, the plugin's status command, says about it
     assert _sacct("-X", "-j", job, "--format=State") == [["CANCELLED by 0"]]
     assert re.search(rf"SLURM-job '{job}' failed, SLURM status is: 'CANCELLED'", out), out[-6000:]
+    # the workflow's status fix was in force (rules/cluster.smk checks it before any submission)
+    assert "the workflow's fix of job states is in force" in out
     # the resubmitted job (a new SLURM job) continued from where the cancelled one stopped
     retry = _slurm_jobs(workdir, "train_model", "jets_jet-deepsets_plain_0")
     assert retry[0] == job and len(retry) >= 2, retry
@@ -487,3 +522,20 @@ def test_a_gpu_job_that_cannot_see_its_gpu_fails_at_once(slurm_run):
     assert "epoch 1/" not in log
     [[state, elapsed]] = _sacct("-X", "-j", job.group(1), "--format=State,ElapsedRaw")
     assert state == "FAILED" and int(elapsed) < 60, (state, elapsed)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("held", r"PENDING \(JobHeldUser\) for [0-9.]+ min \(grace: job_resources.stuck_minutes\)"),
+    ("time_limit", r"PENDING \(PartitionTimeLimit\): the cluster will never start it as requested"),
+])
+def test_a_job_slurm_will_not_start_is_reported_failed_naming_job_rule_and_reason(slurm_run, kind, reason):
+    """The plugin counts PENDING as waiting, whatever the reason: without the fix such a run
+    waits until its timeout ends it."""
+    proc, out_path = slurm_run["stuck"][kind]
+    proc.wait(timeout=300)
+    out = out_path.read_text()
+    assert proc.returncode == 1, f"rc {proc.returncode}:\n{out[-6000:]}"  # 124: it waited for the timeout
+    found = re.search(rf"SLURM job (\d+) \(rule make_folds, [^)]*fold=0\): {reason}", out)
+    assert found, out[-6000:]
+    # cancelled, so that it cannot start later beside a retry
+    assert _sacct("-X", "-j", found.group(1), "--format=State") == [["CANCELLED by 0"]]

@@ -200,7 +200,7 @@ def test_a_held_job_fails_after_the_grace_unless_it_is_released(state, reason):
     clock[0] = 600
     assert fix({"8": "PENDING"}) == {"8": "CANCELLED"} and cancelled == ["8"]
     [error] = fix.logger.errors
-    assert error.startswith(f"SLURM job 8 (rule distill_student, fold=1): {state} ({reason}) for 10 min")
+    assert error.startswith(f"SLURM job 8 (rule distill_student, fold=1): {state} ({reason}) for 10.0 min")
     # released before the grace ended: waits on, and a later hold counts afresh
     fix, clock, cancelled = state_fix({"8": (state, reason)}, grace=600)
     fix({"8": "PENDING"})

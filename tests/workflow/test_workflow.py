@@ -238,6 +238,11 @@ def test_the_slurm_profile_is_accepted_by_the_pinned_plugin(tmp_path):
     assert "--signal=TERM@180" in extras
     for extra in extras:
         validate_slurm_extra(SimpleNamespace(resources=SimpleNamespace(slurm_extra=extra)))
+    # submissions stay under the sustained rate of SLURM's default RPC rate limiting (2 a second
+    # per user, shared with the status checks)
+    profile = yaml.safe_load((workdir / "profiles/slurm/config.yaml").read_text())
+    jobs, seconds = re.fullmatch(r"(\d+)/(\d+)s", profile["max-jobs-per-timespan"]).groups()
+    assert int(jobs) / int(seconds) <= 1
 
 
 def _slurm_run(workdir, *args, env=None):

@@ -250,7 +250,7 @@ class StateFix:
                 since = self.waiting_since.setdefault(job, now)
                 if now - since < self.grace_seconds:
                     continue
-                why = (f"{what} for {(now - since) / 60:.0f} min (grace: job_resources.stuck_minutes); "
+                why = (f"{what} for {(now - since) / 60:.1f} min (grace: job_resources.stuck_minutes); "
                        "cancelled and reported failed")
             else:
                 why = f"{what}: the cluster will never start it as requested; cancelled and reported failed"
