@@ -212,6 +212,22 @@ def test_a_held_job_fails_after_the_grace_unless_it_is_released(state, reason):
     assert fix({"8": "PENDING"}) == {"8": "PENDING"} and not cancelled
 
 
+def test_a_job_held_since_its_submission_fails_though_sacct_does_not_list_it():
+    # sacct -X --starttime ... --endtime now lists no job that was never eligible to start: the
+    # plugin then waits for it to appear, forever; squeue shows it held
+    fix, clock, cancelled = state_fix({"8": ("PENDING", "JobHeldUser")}, grace=60)
+    fix.active = {"7", "8"}
+    assert fix({"7": "RUNNING"}, "sacct -X ...") == {"7": "RUNNING"}
+    clock[0] = 60
+    assert fix({"7": "RUNNING"}, "sacct -X ...") == {"7": "RUNNING", "8": "CANCELLED"}
+    assert cancelled == ["8"] and "SLURM job 8 (rule distill_student" in fix.logger.errors[0]
+    # a job neither lists (just submitted): left to the plugin, which waits for it
+    fix, clock, _ = state_fix({}, grace=0)
+    fix.active = {"9"}
+    clock[0] = 100
+    assert fix({}, "sacct -X ...") == {} and not fix.logger.errors
+
+
 def test_jobs_waiting_for_resources_or_priority_wait_on():
     fix, clock, cancelled = state_fix({"7": ("PENDING", "Resources"), "8": ("PENDING", "Priority")}, grace=0)
     clock[0] = 10 ** 6

@@ -230,6 +230,9 @@ class StateFix:
         waiting = sorted(j for j, s in out.items() if s in WAITING_STATES and j not in self.failed)
         if self.active is not None:
             waiting = [j for j in waiting if j in self.active]
+            # jobs the status command does not list: sacct lists no job that was never eligible
+            # to start, such as one held since its submission; squeue does
+            waiting += sorted(self.active - set(out) - set(self.failed))
         for job in list(self.waiting_since):
             if job not in waiting:
                 del self.waiting_since[job]
@@ -240,7 +243,9 @@ class StateFix:
             return
         now = self.clock()
         for job in waiting:
-            state, reason = reasons.get(job, (out[job], ""))
+            if job not in reasons and job not in out:
+                continue  # not known to squeue either (not yet, or no longer)
+            state, reason = reasons.get(job, (out.get(job, ""), ""))
             kind = classify(state, reason)
             what = f"{state} ({reason})" if reason else state
             if kind == "wait":
