@@ -1,5 +1,7 @@
 # What a SLURM run checks before its first submission (kdinv/cluster.py, docs/cluster.md).
 
+import os
+
 from snakemake.exceptions import WorkflowError
 
 from kdinv.cluster import (
@@ -21,6 +23,18 @@ if workflow.is_main_process:
         SLURM_STATE_FIX_PROBLEM = str(problem)
 
 
+# Inside a SLURM job: the early SIGTERM (--signal, scancel, a preemption) reaches every process
+# of the job step: this Snakemake (whose scheduler then waits for the running job), the shell it
+# starts the script in, and the script. Where bash stays the script's parent (RHEL 8's bash 4.4
+# runs "set -euo pipefail; python ..." as a child), bash dies of it at once, Snakemake reports
+# the job failed and exits, and the step ends while the training still writes its resume state
+# (235 MB at paper scale); what is left of the step may be killed with it (proctrack/cgroup).
+# exec makes the shell become the script, as newer bash does by itself: only the script handles
+# the signal, and Snakemake sees it end after its save.
+if not workflow.is_main_process and "SLURM_JOB_ID" in os.environ:
+    shell.prefix("set -euo pipefail; exec ")
+
+
 onstart:
     if (
         workflow.executor_plugin is not None
@@ -39,6 +53,16 @@ onstart:
                 + ". Set slurm_partition for their rules in profiles/slurm (set-resources), or, "
                 "if your default partition has GPUs, set default-resources: "
                 "gpus_in_default_partition=1 there (docs/cluster.md)."
+            )
+        arrays = getattr(workflow.executor_settings, "array_jobs", None) or ""
+        arrays = {
+            r.strip() for r in arrays.replace(";", ",").split(",") if r.strip()
+        }
+        if arrays & {"all", "train_model", "distill_student"}:
+            raise WorkflowError(
+                "not submitting any job: --slurm-array-jobs must not include train_model or "
+                "distill_student (nor be 'all'): array tasks run without srun, so the early "
+                "SIGTERM that makes them save their resume state reaches nothing (docs/cluster.md)"
             )
         logger.info(
             "SLURM: the workflow's fix of job states is in force (kdinv/cluster.py)"

@@ -535,7 +535,76 @@ def test_a_job_slurm_will_not_start_is_reported_failed_naming_job_rule_and_reaso
     proc.wait(timeout=300)
     out = out_path.read_text()
     assert proc.returncode == 1, f"rc {proc.returncode}:\n{out[-6000:]}"  # 124: it waited for the timeout
-    found = re.search(rf"SLURM job (\d+) \(rule make_folds, [^)]*fold=0\): {reason}", out)
+    found = re.search(rf"SLURM job (\d+) \(rule make_folds, dataset=jets\): {reason}", out)
     assert found, out[-6000:]
     # cancelled, so that it cannot start later beside a retry
     assert _sacct("-X", "-j", found.group(1), "--format=State") == [["CANCELLED by 0"]]
+
+
+BIG_TARGET = "results/jets/train/jet-mlp/plain/fold0/model.pt"
+BIG_LOG = "logs/train_model/jets/jet-mlp/plain/fold0.log"
+# a jet MLP of two 4000-wide layers: 16 M parameters, so its resume state (weights, Adam's two
+# moments, the best weights) is about 260 MB, more than the paper's largest (235 MB)
+BIG = {"models": {"jet-mlp": {"params": {"hidden": [4000, 4000]},
+                              "training": {"epochs": 4, "batch_size": 128, "lr": 1.5e-3, "patience": None}}}}
+
+
+@pytest.fixture(scope="module")
+def big_state_run(slurm_run, tmp_path_factory):
+    """One training with a large resume state, in a copy of the finished run's directory. When it
+    has logged its first epoch, the test sends SIGTERM to its job step as SLURM's --signal does
+    before a time limit (scancel --signal=TERM: the step's processes, not the batch shell)."""
+    base = tmp_path_factory.mktemp("big")
+    workdir = base / "run"
+    shutil.copytree(slurm_run["dir"], workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    (workdir / "big.yaml").write_text(yaml.safe_dump(BIG))
+    out_path = base / "big.out"
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "-k", "30", "420", *SNAKEMAKE, BIG_TARGET,
+         "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "big.yaml",
+         "--forcerun", BIG_TARGET, "--retries", "1",
+         "--set-resources", "train_model:slurm_partition='debug'", "train_model:mem_mb=3000",
+         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
+        cwd=workdir, stdout=open(out_path, "w"), stderr=subprocess.STDOUT,
+    )
+    log, state = workdir / BIG_LOG, workdir / Path(BIG_TARGET).with_name("resume.pt")
+    signalled, logs, biggest = None, {}, 0
+    try:
+        while proc.poll() is None:
+            job, epoch, _, text = _log_state(log)
+            if job:
+                logs[job] = text
+            if signalled is None and job and epoch >= 1 and job in _running():
+                subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
+                signalled = (job, epoch)
+            if state.exists():
+                biggest = max(biggest, state.stat().st_size)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    job, _, _, text = _log_state(log)
+    if job:
+        logs[job] = text
+    return {"proc": proc, "out": out_path.read_text(), "signalled": signalled, "logs": logs,
+            "biggest": biggest}
+
+
+def test_sigterm_during_a_large_resume_state_save_leaves_a_complete_state_that_the_retry_resumes(big_state_run):
+    """The early SIGTERM reaches every process of the job step: the inner Snakemake, the shell
+    it starts the script in, and the training. The training saves its state (here ~260 MB) and
+    exits; if Snakemake or the shell died of the signal first, the step would end and slurmstepd
+    would kill the training half-way through the write (rules/cluster.smk)."""
+    run = big_state_run
+    assert run["signalled"], run["out"][-6000:]
+    job, epoch = run["signalled"]
+    assert run["proc"].returncode == 0, run["out"][-6000:]
+    first = run["logs"][job]
+    assert re.search(r"SIGTERM (at|after) epoch \d+; resume state saved", first), first[-3000:]
+    assert run["biggest"] >= 200e6, run["biggest"]
+    [[state]] = _sacct("-X", "-j", job, "--format=State")
+    assert state == "FAILED", state  # the training exited non-zero after saving, not killed
+    retries = [j for j in run["logs"] if int(j) > int(job)]
+    assert retries, run["logs"].keys()
+    resumed = _resumed_at(run["logs"][retries[-1]])
+    assert resumed is not None and resumed >= epoch, run["logs"][retries[-1]][-3000:]

@@ -262,6 +262,16 @@ def test_a_slurm_run_refuses_gpu_jobs_without_a_partition_before_any_submission(
     assert not (workdir / ".snakemake/slurm_logs").exists()  # nothing was submitted
 
 
+def test_a_slurm_run_refuses_array_jobs_for_trainings(tmp_path):
+    """Array tasks run without srun: the early SIGTERM would reach nothing (docs/cluster.md)."""
+    workdir = copy_workflow(tmp_path)
+    proc = _slurm_run(workdir, "--slurm-array-jobs", "prepare_mnist,train_model")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "not submitting any job: --slurm-array-jobs must not include train_model" in out, out[-3000:]
+    assert not (workdir / ".snakemake/slurm_logs").exists()
+
+
 def test_a_slurm_run_with_untested_plugin_versions_stops_before_any_submission(tmp_path):
     """The workflow patches the plugin's status query (kdinv/cluster.py); with a plugin version
     it was not tested with, the run stops naming the versions instead of risking runs that wait
