@@ -53,6 +53,9 @@ CLUSTER = {
     # urgent: preempts both
     # short: MaxTime 1 minute (EnforcePartLimits=NO: a job asking for more stays PENDING)
     "LOCAL_SLURM_PARTITIONS": "debug:1 cancelled:1:CANCEL urgent:10:OFF short:1::1",
+    # memory limits enforced (task/cgroup) where this machine has a writable cgroup v1 memory
+    # hierarchy; else none, and the out-of-memory test is skipped
+    "LOCAL_SLURM_CGROUP": "v1" if os.access("/sys/fs/cgroup/memory", os.W_OK) else "none",
 }
 TARGET = "results/metrics.parquet"
 RUN_TIMEOUT = 600  # seconds; a hang fails the test after this long
@@ -65,9 +68,10 @@ SLICE = {
     "device": "cpu",
     "threads": 1,
     # 10 minutes, of which no job needs 2: SIGTERM 150 s before the limit (signal_seconds = 180,
-    # at most a quarter of the limit); retries ask for 20 minutes and 1500 MB. 1000 MB: enough for
-    # three copies of the MNIST training split (the config keeps the MNIST data set)
-    "job_resources": {"mem_mb": 1000, "runtime": 10},
+    # at most a quarter of the limit); retries ask for 20 minutes and 3000 MB. 2000 MB: a job's
+    # two Snakemake processes and its training (about 1050 MB together on this cluster, by sacct's
+    # MaxRSS), since the cluster enforces memory limits where it can (LOCAL_SLURM_CGROUP)
+    "job_resources": {"mem_mb": 2000, "runtime": 10},
     "evaluation": {"batch_size": 1024},
     "datasets": {
         "jets": {"source": "offline", "offline_files": {"train": 2, "val": 1}, "offline_jets_per_file": 1000},
@@ -338,6 +342,27 @@ def _start_stuck(done: Path, base: Path, kind: str) -> tuple[subprocess.Popen, P
     return proc, out
 
 
+OOM_TARGET = "results/jets/train/jet-mlp/plain/fold1/model.pt"
+
+
+def _start_oom(done: Path, base: Path) -> tuple[subprocess.Popen, Path]:
+    """A training whose first attempt asks for 600 MB (the least the config check allows for the
+    MNIST split it keeps), less than its job uses: SLURM's cgroup kills it for memory, and the
+    retry asks for 4 times as much (mem_growth 4) and completes."""
+    workdir = base / "oom"
+    shutil.copytree(done, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    (workdir / "oom.yaml").write_text(yaml.safe_dump({"job_resources": {"mem_mb": 600, "mem_growth": 4}}))
+    out = base / "oom.out"
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "-k", "30", "300", *SNAKEMAKE, OOM_TARGET,
+         "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "oom.yaml",
+         "--forcerun", OOM_TARGET, "--retries", "1",
+         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
+        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
+    )
+    return proc, out
+
+
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
     """The slice through SLURM while the test cancels, preempts and lets jobs meet their time
@@ -393,6 +418,7 @@ def slurm_run(cluster, tmp_path_factory):
     output = out_path.read_text()
     assert proc.returncode == 0, f"rc {proc.returncode} after {slurm_seconds:.0f} s:\n{output[-8000:]}"
     stuck = {kind: _start_stuck(slurm_dir, base, kind) for kind in STUCK}
+    oom = _start_oom(slurm_dir, base) if CLUSTER["LOCAL_SLURM_CGROUP"] == "v1" else None
     if gpu_check is None:  # the SLURM run ended first: the check runs beside the local run
         gpu_dir = slurm_dir
         gpu_check = _start_gpu_check(gpu_dir, base / "gpu_check.out")
@@ -412,8 +438,8 @@ def slurm_run(cluster, tmp_path_factory):
     )
     yield {"dir": slurm_dir, "out": output, "events": events, "local": local, "local_dir": local_dir,
            "local_out": base / "local.out", "gpu_check": gpu_check, "gpu_check_out": base / "gpu_check.out",
-           "gpu_dir": gpu_dir, "stuck": stuck}
-    for leftover in (local, gpu_check, *(proc for proc, _ in stuck.values())):
+           "gpu_dir": gpu_dir, "stuck": stuck, "oom": oom}
+    for leftover in (local, gpu_check, *(proc for proc, _ in [*stuck.values(), *([oom] if oom else [])])):
         if leftover.poll() is None:
             leftover.kill()
 
@@ -444,10 +470,10 @@ def test_a_job_near_its_time_limit_gets_sigterm_before_it_saves_and_its_retry_re
     [[state, elapsed, limit, mem]] = _sacct("-X", "-j", job, "--format=State,ElapsedRaw,TimelimitRaw,ReqMem")
     # SIGTERM (--signal=TERM@150) ended it before its limit: FAILED, not TIMEOUT
     assert state == "FAILED" and int(elapsed) < int(limit) * 60, (state, elapsed, limit)
-    assert mem == "1000M"
+    assert mem == "2000M"
     # the retry asked for twice the time and 1.5 times the memory, and resumed
     [[limit, mem]] = _sacct("-X", "-j", jobs[1], "--format=TimelimitRaw,ReqMem")
-    assert (limit, mem) == ("20", "1500M")
+    assert (limit, mem) == ("20", "3000M")
     resumed = [_resumed_at(text) for text in _training_runs(events, log, jobs[1])]
     assert resumed and all(r is not None and r >= epoch for r in resumed), events.runs_of(log)
 
@@ -608,3 +634,20 @@ def test_sigterm_during_a_large_resume_state_save_leaves_a_complete_state_that_t
     assert retries, run["logs"].keys()
     resumed = _resumed_at(run["logs"][retries[-1]])
     assert resumed is not None and resumed >= epoch, run["logs"][retries[-1]][-3000:]
+
+
+def test_a_job_killed_for_memory_is_retried_with_more_and_completes(slurm_run):
+    if slurm_run["oom"] is None:
+        pytest.skip("no writable cgroup v1 memory hierarchy: the cluster enforces no memory limit")
+    proc, out_path = slurm_run["oom"]
+    proc.wait(timeout=360)
+    out = out_path.read_text()
+    assert proc.returncode == 0, f"rc {proc.returncode}:\n{out[-6000:]}"
+    jobs = _slurm_jobs(out_path.parent / "oom", "train_model", "jets_jet-mlp_plain_1")
+    assert len(jobs) == 2, jobs
+    # the first: its step killed by the cgroup's OOM handler (the job itself FAILED, as its batch
+    # script ends non-zero after the step), 600 MB asked; the retry 2400 MB, COMPLETED
+    steps = {job: state for job, state in _sacct("-j", jobs[0], "--format=JobID,State")}
+    assert steps.get(f"{jobs[0]}.0") == "OUT_OF_MEMORY" or steps.get(jobs[0]) == "OUT_OF_MEMORY", steps
+    assert _sacct("-X", "-j", jobs[0], "--format=ReqMem") == [["600M"]]
+    assert _sacct("-X", "-j", jobs[1], "--format=State,ReqMem") == [["COMPLETED", "2400M"]]
