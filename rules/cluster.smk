@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from kdinv.cluster import (
     NotInForce,
+    forward_sigterm_to_jobs,
     gpu_jobs_without_partition,
     install as install_slurm_state_fix,
 )
@@ -31,8 +32,18 @@ if workflow.is_main_process:
 # (235 MB at paper scale); what is left of the step may be killed with it (proctrack/cgroup).
 # exec makes the shell become the script, as newer bash does by itself: only the script handles
 # the signal, and Snakemake sees it end after its save.
+#
+# And where the cluster tracks processes with proctrack/cgroup (most do), SLURM sends that
+# SIGTERM to the step's task only, this Snakemake, never to the script: Snakemake forwards it to
+# the script (kdinv/cluster.py forward_sigterm_to_jobs). Without it the local cluster with
+# proctrack/cgroup showed no job saving on --signal, scancel or preemption.
 if not workflow.is_main_process and "SLURM_JOB_ID" in os.environ:
     shell.prefix("set -euo pipefail; exec ")
+    if not forward_sigterm_to_jobs():
+        logger.warning(
+            "this Snakemake has no JobScheduler.exit_gracefully: SIGTERM is not forwarded "
+            "to the job's script, which may then not save its resume state (kdinv/cluster.py)"
+        )
 
 
 onstart:

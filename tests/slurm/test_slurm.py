@@ -346,12 +346,12 @@ OOM_TARGET = "results/jets/train/jet-mlp/plain/fold1/model.pt"
 
 
 def _start_oom(done: Path, base: Path) -> tuple[subprocess.Popen, Path]:
-    """A training whose first attempt asks for 600 MB (the least the config check allows for the
-    MNIST split it keeps), less than its job uses: SLURM's cgroup kills it for memory, and the
-    retry asks for 4 times as much (mem_growth 4) and completes."""
+    """A training whose first attempt asks for 720 MB (just over the 703 MB the config check
+    wants for the MNIST split the config keeps), less than its job uses: SLURM's cgroup kills it
+    for memory, and the retry asks for 4 times as much (mem_growth 4) and completes."""
     workdir = base / "oom"
     shutil.copytree(done, workdir, ignore=shutil.ignore_patterns(".snakemake"))
-    (workdir / "oom.yaml").write_text(yaml.safe_dump({"job_resources": {"mem_mb": 600, "mem_growth": 4}}))
+    (workdir / "oom.yaml").write_text(yaml.safe_dump({"job_resources": {"mem_mb": 720, "mem_growth": 4}}))
     out = base / "oom.out"
     proc = subprocess.Popen(
         ["timeout", "-s", "INT", "-k", "30", "300", *SNAKEMAKE, OOM_TARGET,
@@ -646,8 +646,8 @@ def test_a_job_killed_for_memory_is_retried_with_more_and_completes(slurm_run):
     jobs = _slurm_jobs(out_path.parent / "oom", "train_model", "jets_jet-mlp_plain_1")
     assert len(jobs) == 2, jobs
     # the first: its step killed by the cgroup's OOM handler (the job itself FAILED, as its batch
-    # script ends non-zero after the step), 600 MB asked; the retry 2400 MB, COMPLETED
+    # script ends non-zero after the step), 720 MB asked; the retry 2880 MB, COMPLETED
     steps = {job: state for job, state in _sacct("-j", jobs[0], "--format=JobID,State")}
     assert steps.get(f"{jobs[0]}.0") == "OUT_OF_MEMORY" or steps.get(jobs[0]) == "OUT_OF_MEMORY", steps
-    assert _sacct("-X", "-j", jobs[0], "--format=ReqMem") == [["600M"]]
-    assert _sacct("-X", "-j", jobs[1], "--format=State,ReqMem") == [["COMPLETED", "2400M"]]
+    assert _sacct("-X", "-j", jobs[0], "--format=ReqMem") == [["720M"]]
+    assert _sacct("-X", "-j", jobs[1], "--format=State,ReqMem") == [["COMPLETED", "2880M"]]

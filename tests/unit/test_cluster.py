@@ -299,3 +299,49 @@ def test_the_pinned_plugin_refuses_a_gpu_type_with_a_hyphen():
         submit(gpu=1, gpu_model="a100-80gb")
     with pytest.raises(WorkflowError, match="gpu:a100-80gb:1"):
         submit(gpu=0, gres="gpu:a100-80gb:1")
+
+
+# --- inside a SLURM job ------------------------------------------------------------------------
+
+
+def test_sigterm_is_forwarded_to_the_jobs_script(tmp_path):
+    """proctrack/cgroup signals only the step's task (the job's Snakemake): it must pass SIGTERM
+    on to its child, the script (here a stand-in that records it)."""
+    import signal
+    import subprocess
+    import time
+
+    flag = tmp_path / "got"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time, pathlib\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(flag)!r}).write_text('TERM'), sys.exit(3)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.pid in cluster.forward_signal(signal.SIGTERM)
+        assert child.wait(timeout=20) == 3 and flag.read_text() == "TERM"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            time.sleep(0.1)
+
+
+def test_snakemakes_graceful_exit_forwards_sigterm_first(monkeypatch):
+    from snakemake.scheduling import job_scheduler
+
+    calls = []
+    original = job_scheduler.JobScheduler.exit_gracefully
+    monkeypatch.setattr(job_scheduler.JobScheduler, "exit_gracefully", lambda self, *a: calls.append("exit"))
+    monkeypatch.setattr(cluster, "forward_signal", lambda sig, pid=None: calls.append(("forward", sig)))
+    assert cluster.forward_sigterm_to_jobs() and cluster.forward_sigterm_to_jobs()
+    job_scheduler.JobScheduler.exit_gracefully(None)
+    import signal
+
+    assert calls == [("forward", signal.SIGTERM), "exit"]  # wrapped once
+    # the pinned Snakemake binds its scheduler's SIGTERM handler to this method
+    import inspect
+
+    assert "signal.signal(signal.SIGTERM, self.exit_gracefully)" in inspect.getsource(job_scheduler.JobScheduler)
+    assert original.__name__ == "exit_gracefully"

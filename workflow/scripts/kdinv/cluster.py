@@ -435,3 +435,55 @@ def gpu_jobs_without_partition(jobs) -> list[str]:
             continue
         refused[job.name] = refused.get(job.name, 0) + 1
     return [f"{rule} ({n} job{'s' if n > 1 else ''})" for rule, n in sorted(refused.items())]
+
+
+# --- inside a SLURM job: the early SIGTERM must reach the script ----------------------------------
+
+
+def forward_signal(sig: int, pid: int | None = None) -> list[int]:
+    """Send ``sig`` to the direct children of process ``pid`` (this one by default); returns
+    their pids. With the job shell's ``exec`` (rules/cluster.smk) a child is the script itself."""
+    import psutil
+
+    sent = []
+    for child in psutil.Process(pid).children():
+        try:
+            child.send_signal(sig)
+            sent.append(child.pid)
+        except psutil.Error:
+            pass
+    return sent
+
+
+def forward_sigterm_to_jobs() -> bool:
+    """Make the Snakemake that runs a SLURM job pass SIGTERM on to the scripts it runs.
+
+    SLURM sends a step's SIGTERM (``--signal``, ``scancel``, a preemption) to the step's task
+    only, that Snakemake, where the cluster tracks processes with proctrack/cgroup, the usual
+    choice: its plugin signals "only slurm tasks unless signal is SIGKILL". The script, a child,
+    would never see it, save nothing, and be killed at the limit. Snakemake's scheduler takes
+    SIGTERM as a request to stop after the running job (``JobScheduler.exit_gracefully``, bound
+    with ``signal.signal`` when the scheduler is created, after the workflow is read); the
+    wrapper installed here first forwards the signal to this process's children. Where SLURM
+    signals every process of the step (proctrack/linuxproc) the script gets it twice, which its
+    handler (a flag) does not mind. Returns whether the wrapper is in place."""
+    import signal
+
+    try:
+        from snakemake.scheduling import job_scheduler
+    except ImportError:
+        return False
+    cls = getattr(job_scheduler, "JobScheduler", None)
+    original = getattr(cls, "exit_gracefully", None)
+    if original is None:
+        return False
+    if getattr(original, "kdinv_forwards", False):
+        return True
+
+    def exit_gracefully(self, *args):
+        forward_signal(signal.SIGTERM)
+        return original(self, *args)
+
+    exit_gracefully.kdinv_forwards = True
+    cls.exit_gracefully = exit_gracefully
+    return True
