@@ -346,12 +346,14 @@ OOM_TARGET = "results/jets/train/jet-mlp/plain/fold1/model.pt"
 
 
 def _start_oom(done: Path, base: Path) -> tuple[subprocess.Popen, Path]:
-    """A training whose first attempt asks for 720 MB (just over the 703 MB the config check
-    wants for the MNIST split the config keeps), less than its job uses: SLURM's cgroup kills it
-    for memory, and the retry asks for 4 times as much (mem_growth 4) and completes."""
+    """The large jet MLP of BIG (its parameters, gradients, Adam state and best weights alone
+    take about 320 MB) asking for 720 MB (just over the 703 MB the config check wants for the
+    MNIST split the config keeps), less than its job uses: SLURM's cgroup kills it for memory,
+    and the retry asks for 4 times as much (mem_growth 4) and completes. (The slice's own jet MLP
+    fitted in 720 MB.)"""
     workdir = base / "oom"
     shutil.copytree(done, workdir, ignore=shutil.ignore_patterns(".snakemake"))
-    (workdir / "oom.yaml").write_text(yaml.safe_dump({"job_resources": {"mem_mb": 720, "mem_growth": 4}}))
+    (workdir / "oom.yaml").write_text(yaml.safe_dump({**BIG, "job_resources": {"mem_mb": 720, "mem_growth": 4}}))
     out = base / "oom.out"
     proc = subprocess.Popen(
         ["timeout", "-s", "INT", "-k", "30", "300", *SNAKEMAKE, OOM_TARGET,
