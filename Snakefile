@@ -38,6 +38,7 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/cluster.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/distill.smk"

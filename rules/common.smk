@@ -5,7 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
-from kdinv.cluster import install as install_slurm_state_fix
 from kdinv.config import (
     DATASET_INPUTS,
     canonical,
@@ -38,9 +37,6 @@ validate_config(
 )
 for warning in config_warnings(config):
     logger.warning(f"config: {warning}")
-# On SLURM: jobs cancelled ("CANCELLED by <uid>") or preempted and not requeued are reported to the
-# executor plugin as failed instead of running forever (kdinv/cluster.py).
-install_slurm_state_fix()
 
 FOLDS = list(range(config["folds"]))
 TEMPERATURES = [format_number(t) for t in config["temperatures"]]
@@ -268,8 +264,9 @@ def job_runtime(wildcards, attempt):
 
 
 def job_mem_mb(wildcards, attempt):
-    """Memory (MB) asked for a training or distillation job: ``job_resources.mem_mb`` times
-    ``mem_growth`` per retry, so a job that ran out of memory is retried with more."""
+    """Memory (MB) asked for a training, distillation or evaluation job:
+    ``job_resources.mem_mb`` times ``mem_growth`` per retry, so a job that ran out of memory is
+    retried with more."""
     resources = config["job_resources"]
     return math.ceil(resources["mem_mb"] * resources["mem_growth"] ** (attempt - 1))
 
@@ -340,9 +337,11 @@ def evaluated_distilled(w):
 
 def evaluation_runtime(runs):
     """Minutes asked for an evaluation job: one minute plus evaluation.runtime_per_run per
-    model it evaluates."""
-    return lambda w: math.ceil(
-        1 + config["evaluation"]["runtime_per_run"] * len(runs(w))
+    model it evaluates, times the attempt (a retry after a time limit gets more), at most
+    ``job_resources.max_runtime``."""
+    return lambda w, attempt: min(
+        math.ceil(1 + config["evaluation"]["runtime_per_run"] * len(runs(w))) * attempt,
+        config["job_resources"]["max_runtime"],
     )
 
 

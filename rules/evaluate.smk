@@ -19,7 +19,7 @@ rule evaluate_trained:
     threads: config["threads"]
     resources:
         **EVALUATION_GPU,
-        mem_mb=config["job_resources"]["mem_mb"],
+        mem_mb=job_mem_mb,
         runtime=evaluation_runtime(evaluated_trained),
     params:
         **evaluation_params(evaluated_trained),
@@ -43,7 +43,7 @@ rule evaluate_distilled:
     threads: config["threads"]
     resources:
         **EVALUATION_GPU,
-        mem_mb=config["job_resources"]["mem_mb"],
+        mem_mb=job_mem_mb,
         runtime=evaluation_runtime(evaluated_distilled),
     params:
         **evaluation_params(evaluated_distilled),

@@ -76,6 +76,7 @@ BAD = [
     (("job_resources", "max_runtime"), 120, "job_resources.max_runtime: 120 minutes is less than"),
     (("job_resources", "mem_growth"), 0.5, "job_resources.mem_growth"),
     (("job_resources", "signal_seconds"), -30, "job_resources.signal_seconds"),
+    (("job_resources", "stuck_minutes"), -5, "job_resources.stuck_minutes"),
     (("precision",), "fp16", "precision"),
     (("job_resources", "gpu_shards"), 1, "models.mlp.jobs_per_gpu"),
     (("models", "mlp", "jobs_per_gpu"), 0, "jobs_per_gpu"),

@@ -51,7 +51,11 @@ CLUSTER = {
     "LOCAL_SLURM_PREEMPT": "partition_prio",
     # debug (default): preempted jobs are requeued; cancelled: preempted jobs are cancelled;
     # urgent: preempts both
-    "LOCAL_SLURM_PARTITIONS": "debug:1 cancelled:1:CANCEL urgent:10:OFF",
+    # short: MaxTime 1 minute (EnforcePartLimits=NO: a job asking for more stays PENDING)
+    "LOCAL_SLURM_PARTITIONS": "debug:1 cancelled:1:CANCEL urgent:10:OFF short:1::1",
+    # memory limits enforced (task/cgroup) where this machine has a writable cgroup v1 memory
+    # hierarchy; else none, and the out-of-memory test is skipped
+    "LOCAL_SLURM_CGROUP": "v1" if os.access("/sys/fs/cgroup/memory", os.W_OK) else "none",
 }
 TARGET = "results/metrics.parquet"
 RUN_TIMEOUT = 600  # seconds; a hang fails the test after this long
@@ -64,9 +68,10 @@ SLICE = {
     "device": "cpu",
     "threads": 1,
     # 10 minutes, of which no job needs 2: SIGTERM 150 s before the limit (signal_seconds = 180,
-    # at most a quarter of the limit); retries ask for 20 minutes and 1500 MB. 1000 MB: enough for
-    # three copies of the MNIST training split (the config keeps the MNIST data set)
-    "job_resources": {"mem_mb": 1000, "runtime": 10},
+    # at most a quarter of the limit); retries ask for 20 minutes and 3000 MB. 2000 MB: a job's
+    # two Snakemake processes and its training (about 1050 MB together on this cluster, by sacct's
+    # MaxRSS), since the cluster enforces memory limits where it can (LOCAL_SLURM_CGROUP)
+    "job_resources": {"mem_mb": 2000, "runtime": 10},
     "evaluation": {"batch_size": 1024},
     "datasets": {
         "jets": {"source": "offline", "offline_files": {"train": 2, "val": 1}, "offline_jets_per_file": 1000},
@@ -303,10 +308,61 @@ def _start_gpu_check(workdir: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["timeout", "-s", "INT", "-k", "30", "240", *SNAKEMAKE, GPU_TARGET,
          "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "--config", "device=auto",
-         "--forcerun", GPU_TARGET, "--retries", "0",
+         "--forcerun", GPU_TARGET, "--retries", "0", "--set-resources", "train_model:slurm_partition=debug",
          "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
         cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
     )
+
+
+STUCK_TARGET = "results/jets/folds/fold0.pt"
+# how each stuck run's make_folds job is kept from starting
+STUCK = {
+    # submitted held (sbatch --hold): PENDING (JobHeldUser) until released, which no one does
+    "held": ["make_folds:slurm_extra='--hold'"],
+    # 10 minutes in a partition whose MaxTime is 1: PENDING (PartitionTimeLimit) forever
+    "time_limit": ["make_folds:slurm_partition='short'", "make_folds:runtime=10"],
+}
+
+
+def _start_stuck(done: Path, base: Path, kind: str) -> tuple[subprocess.Popen, Path]:
+    """A run of one make_folds job that SLURM will not start, in a copy of a finished run's
+    directory (its data and folds; not its .snakemake). The job must be reported failed, at once
+    for the partition's time limit, after job_resources.stuck_minutes (15 s here) for the hold."""
+    workdir = base / f"stuck-{kind}"
+    shutil.copytree(done, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    (workdir / "stuck.yaml").write_text(yaml.safe_dump({"job_resources": {"stuck_minutes": 0.25}}))
+    out = base / f"stuck-{kind}.out"
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "-k", "30", "240", *SNAKEMAKE, STUCK_TARGET,
+         "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "stuck.yaml",
+         "--forcerun", STUCK_TARGET, "--retries", "0", "--set-resources", *STUCK[kind],
+         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
+        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
+    )
+    return proc, out
+
+
+OOM_TARGET = "results/jets/train/jet-mlp/plain/fold1/model.pt"
+
+
+def _start_oom(done: Path, base: Path) -> tuple[subprocess.Popen, Path]:
+    """The large jet MLP of BIG (its parameters, gradients, Adam state and best weights alone
+    take about 320 MB) asking for 720 MB (just over the 703 MB the config check wants for the
+    MNIST split the config keeps), less than its job uses: SLURM's cgroup kills it for memory,
+    and the retry asks for 4 times as much (mem_growth 4) and completes. (The slice's own jet MLP
+    fitted in 720 MB.)"""
+    workdir = base / "oom"
+    shutil.copytree(done, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    (workdir / "oom.yaml").write_text(yaml.safe_dump({**BIG, "job_resources": {"mem_mb": 720, "mem_growth": 4}}))
+    out = base / "oom.out"
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "-k", "30", "300", *SNAKEMAKE, OOM_TARGET,
+         "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "oom.yaml",
+         "--forcerun", OOM_TARGET, "--retries", "1",
+         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
+        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
+    )
+    return proc, out
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +388,9 @@ def slurm_run(cluster, tmp_path_factory):
         "--set-resources", "train_model:gpu=1", "distill_student:gpu=1", "evaluate_trained:gpu=1",
         "evaluate_distilled:gpu=1",
         "distill_student:slurm_partition=cancelled",
+        # a GPU job must name its partition (rules/cluster.smk refuses the run otherwise)
+        "train_model:slurm_partition=debug", "evaluate_trained:slurm_partition=debug",
+        "evaluate_distilled:slurm_partition=debug",
         # poll often (a test): after a job ends, the plugin's next check is this many seconds later
         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2",
     ]
@@ -360,6 +419,8 @@ def slurm_run(cluster, tmp_path_factory):
     slurm_seconds = time.monotonic() - started
     output = out_path.read_text()
     assert proc.returncode == 0, f"rc {proc.returncode} after {slurm_seconds:.0f} s:\n{output[-8000:]}"
+    stuck = {kind: _start_stuck(slurm_dir, base, kind) for kind in STUCK}
+    oom = _start_oom(slurm_dir, base) if CLUSTER["LOCAL_SLURM_CGROUP"] == "v1" else None
     if gpu_check is None:  # the SLURM run ended first: the check runs beside the local run
         gpu_dir = slurm_dir
         gpu_check = _start_gpu_check(gpu_dir, base / "gpu_check.out")
@@ -379,8 +440,8 @@ def slurm_run(cluster, tmp_path_factory):
     )
     yield {"dir": slurm_dir, "out": output, "events": events, "local": local, "local_dir": local_dir,
            "local_out": base / "local.out", "gpu_check": gpu_check, "gpu_check_out": base / "gpu_check.out",
-           "gpu_dir": gpu_dir}
-    for leftover in (local, gpu_check):
+           "gpu_dir": gpu_dir, "stuck": stuck, "oom": oom}
+    for leftover in (local, gpu_check, *(proc for proc, _ in [*stuck.values(), *([oom] if oom else [])])):
         if leftover.poll() is None:
             leftover.kill()
 
@@ -392,6 +453,8 @@ def test_a_cancelled_job_is_reported_failed_resubmitted_and_resumes(slurm_run):
     # what sacct, the plugin's status command, says about it
     assert _sacct("-X", "-j", job, "--format=State") == [["CANCELLED by 0"]]
     assert re.search(rf"SLURM-job '{job}' failed, SLURM status is: 'CANCELLED'", out), out[-6000:]
+    # the workflow's status fix was in force (rules/cluster.smk checks it before any submission)
+    assert "the workflow's fix of job states is in force" in out
     # the resubmitted job (a new SLURM job) continued from where the cancelled one stopped
     retry = _slurm_jobs(workdir, "train_model", "jets_jet-deepsets_plain_0")
     assert retry[0] == job and len(retry) >= 2, retry
@@ -409,10 +472,10 @@ def test_a_job_near_its_time_limit_gets_sigterm_before_it_saves_and_its_retry_re
     [[state, elapsed, limit, mem]] = _sacct("-X", "-j", job, "--format=State,ElapsedRaw,TimelimitRaw,ReqMem")
     # SIGTERM (--signal=TERM@150) ended it before its limit: FAILED, not TIMEOUT
     assert state == "FAILED" and int(elapsed) < int(limit) * 60, (state, elapsed, limit)
-    assert mem == "1000M"
+    assert mem == "2000M"
     # the retry asked for twice the time and 1.5 times the memory, and resumed
     [[limit, mem]] = _sacct("-X", "-j", jobs[1], "--format=TimelimitRaw,ReqMem")
-    assert (limit, mem) == ("20", "1500M")
+    assert (limit, mem) == ("20", "3000M")
     resumed = [_resumed_at(text) for text in _training_runs(events, log, jobs[1])]
     assert resumed and all(r is not None and r >= epoch for r in resumed), events.runs_of(log)
 
@@ -487,3 +550,106 @@ def test_a_gpu_job_that_cannot_see_its_gpu_fails_at_once(slurm_run):
     assert "epoch 1/" not in log
     [[state, elapsed]] = _sacct("-X", "-j", job.group(1), "--format=State,ElapsedRaw")
     assert state == "FAILED" and int(elapsed) < 60, (state, elapsed)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("held", r"PENDING \(JobHeldUser\) for [0-9.]+ min \(grace: job_resources.stuck_minutes\)"),
+    ("time_limit", r"PENDING \(PartitionTimeLimit\): the cluster will never start it as requested"),
+])
+def test_a_job_slurm_will_not_start_is_reported_failed_naming_job_rule_and_reason(slurm_run, kind, reason):
+    """The plugin counts PENDING as waiting, whatever the reason: without the fix such a run
+    waits until its timeout ends it."""
+    proc, out_path = slurm_run["stuck"][kind]
+    proc.wait(timeout=300)
+    out = out_path.read_text()
+    assert proc.returncode == 1, f"rc {proc.returncode}:\n{out[-6000:]}"  # 124: it waited for the timeout
+    found = re.search(rf"SLURM job (\d+) \(rule make_folds, dataset=jets\): {reason}", out)
+    assert found, out[-6000:]
+    # cancelled, so that it cannot start later beside a retry
+    assert _sacct("-X", "-j", found.group(1), "--format=State") == [["CANCELLED by 0"]]
+
+
+BIG_TARGET = "results/jets/train/jet-mlp/plain/fold0/model.pt"
+BIG_LOG = "logs/train_model/jets/jet-mlp/plain/fold0.log"
+# a jet MLP of two 4000-wide layers: 16 M parameters, so its resume state (weights, Adam's two
+# moments, the best weights) is about 260 MB, more than the paper's largest (235 MB)
+BIG = {"models": {"jet-mlp": {"params": {"hidden": [4000, 4000]},
+                              "training": {"epochs": 4, "batch_size": 128, "lr": 1.5e-3, "patience": None}}}}
+
+
+@pytest.fixture(scope="module")
+def big_state_run(slurm_run, tmp_path_factory):
+    """One training with a large resume state, in a copy of the finished run's directory. When it
+    has logged its first epoch, the test sends SIGTERM to its job step as SLURM's --signal does
+    before a time limit (scancel --signal=TERM: the step's processes, not the batch shell)."""
+    base = tmp_path_factory.mktemp("big")
+    workdir = base / "run"
+    shutil.copytree(slurm_run["dir"], workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    (workdir / "big.yaml").write_text(yaml.safe_dump(BIG))
+    out_path = base / "big.out"
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "-k", "30", "420", *SNAKEMAKE, BIG_TARGET,
+         "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "big.yaml",
+         "--forcerun", BIG_TARGET, "--retries", "1",
+         "--set-resources", "train_model:slurm_partition='debug'", "train_model:mem_mb=3000",
+         "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
+        cwd=workdir, stdout=open(out_path, "w"), stderr=subprocess.STDOUT,
+    )
+    log, state = workdir / BIG_LOG, workdir / Path(BIG_TARGET).with_name("resume.pt")
+    signalled, logs, biggest = None, {}, 0
+    try:
+        while proc.poll() is None:
+            job, epoch, _, text = _log_state(log)
+            if job:
+                logs[job] = text
+            if signalled is None and job and epoch >= 1 and job in _running():
+                subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
+                signalled = (job, epoch)
+            if state.exists():
+                biggest = max(biggest, state.stat().st_size)
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    job, _, _, text = _log_state(log)
+    if job:
+        logs[job] = text
+    return {"proc": proc, "out": out_path.read_text(), "signalled": signalled, "logs": logs,
+            "biggest": biggest}
+
+
+def test_sigterm_during_a_large_resume_state_save_leaves_a_complete_state_that_the_retry_resumes(big_state_run):
+    """The early SIGTERM reaches every process of the job step: the inner Snakemake, the shell
+    it starts the script in, and the training. The training saves its state (here ~260 MB) and
+    exits; if Snakemake or the shell died of the signal first, the step would end and slurmstepd
+    would kill the training half-way through the write (rules/cluster.smk)."""
+    run = big_state_run
+    assert run["signalled"], run["out"][-6000:]
+    job, epoch = run["signalled"]
+    assert run["proc"].returncode == 0, run["out"][-6000:]
+    first = run["logs"][job]
+    assert re.search(r"SIGTERM (at|after) epoch \d+; resume state saved", first), first[-3000:]
+    assert run["biggest"] >= 200e6, run["biggest"]
+    [[state]] = _sacct("-X", "-j", job, "--format=State")
+    assert state == "FAILED", state  # the training exited non-zero after saving, not killed
+    retries = [j for j in run["logs"] if int(j) > int(job)]
+    assert retries, run["logs"].keys()
+    resumed = _resumed_at(run["logs"][retries[-1]])
+    assert resumed is not None and resumed >= epoch, run["logs"][retries[-1]][-3000:]
+
+
+def test_a_job_killed_for_memory_is_retried_with_more_and_completes(slurm_run):
+    if slurm_run["oom"] is None:
+        pytest.skip("no writable cgroup v1 memory hierarchy: the cluster enforces no memory limit")
+    proc, out_path = slurm_run["oom"]
+    proc.wait(timeout=360)
+    out = out_path.read_text()
+    assert proc.returncode == 0, f"rc {proc.returncode}:\n{out[-6000:]}"
+    jobs = _slurm_jobs(out_path.parent / "oom", "train_model", "jets_jet-mlp_plain_1")
+    assert len(jobs) == 2, jobs
+    # the first: its step killed by the cgroup's OOM handler (the job itself FAILED, as its batch
+    # script ends non-zero after the step), 720 MB asked; the retry 2880 MB, COMPLETED
+    steps = {job: state for job, state in _sacct("-j", jobs[0], "--format=JobID,State")}
+    assert steps.get(f"{jobs[0]}.0") == "OUT_OF_MEMORY" or steps.get(jobs[0]) == "OUT_OF_MEMORY", steps
+    assert _sacct("-X", "-j", jobs[0], "--format=ReqMem") == [["720M"]]
+    assert _sacct("-X", "-j", jobs[1], "--format=State,ReqMem") == [["COMPLETED", "2880M"]]

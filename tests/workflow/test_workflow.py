@@ -19,10 +19,10 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 WORKFLOW_FILES = ["Snakefile", "rules", "workflow", "profiles", "config.yaml", "config.demo.yaml", "envs"]
 
 
-def run(args, cwd, check=True, timeout=1200):
+def run(args, cwd, check=True, timeout=1200, env=None):
     proc = subprocess.run(
         SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
@@ -214,8 +214,9 @@ def test_a_retry_asks_for_more_time_and_memory_up_to_the_cap(tmp_path):
     for attempt, runtime, mem in [(1, 240, 8000), (3, 600, 18000), (4, 600, 27000)]:  # 3 x 240 > 600
         plan = asked("caps.yaml", attempt)
         assert plan["train_model"] == plan["distill_student"] == (runtime, mem, "--signal=TERM@180"), attempt
-        # evaluations: sized to their runs (1 + 1 minute per model: 4 or 6 models), no early signal
-        assert plan["evaluate_trained"] in ((5, 8000, ""), (7, 8000, ""))
+        # evaluations: sized to their runs (1 + 1 minute per model: 4 or 6 models) times the
+        # attempt, up to the cap, and the same memory growth; no early signal
+        assert plan["evaluate_trained"] in ((min(5 * attempt, 600), mem, ""), (min(7 * attempt, 600), mem, ""))
     for attempt in (1, 2):
         plan = asked("short.yaml", attempt)
         assert plan["train_model"] == (attempt, 1000, f"--signal=TERM@{15 * attempt}"), attempt
@@ -237,6 +238,79 @@ def test_slurm_plugin_submits_shared_jobs_as_shards():
     assert submit(gpu=1, gres="", gpu_percent=100) == ["--gpus=1"]
     assert submit(gpu=0, gres="shard:4", gpu_percent=50) == ["--gres=shard:4"]
     assert submit(gpu=0, gres="", gpu_percent=0) == []
+
+
+def test_the_slurm_profile_is_accepted_by_the_pinned_plugin(tmp_path):
+    """Every key of profiles/slurm is an option of this Snakemake and the pinned plugin (a dry run
+    reads them all), and the sbatch options the rules pass in slurm_extra are ones the plugin
+    lets through: a plugin that manages --signal itself (its feat/slurm_signals work) would
+    refuse ours, and this test names the option (docs/cluster.md says what to do then)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+    workdir = copy_workflow(tmp_path)
+    (workdir / "gpu.yaml").write_text(yaml.safe_dump({"device": "auto", "temperatures": [4], "folds": 2}))
+    out = run(["-n", "--workflow-profile", "profiles/slurm", "--configfile", "gpu.yaml",
+               "--set-resources", "train_model:slurm_partition=gpu", "distill_student:slurm_partition=gpu"],
+              cwd=workdir).stdout
+    plan = planned_resources(out)
+    extras = {res.get("slurm_extra", "") for res in plan.values()}
+    assert "--signal=TERM@180" in extras
+    for extra in extras:
+        validate_slurm_extra(SimpleNamespace(resources=SimpleNamespace(slurm_extra=extra)))
+    # submissions stay under the sustained rate of SLURM's default RPC rate limiting (2 a second
+    # per user, shared with the status checks)
+    profile = yaml.safe_load((workdir / "profiles/slurm/config.yaml").read_text())
+    jobs, seconds = re.fullmatch(r"(\d+)/(\d+)s", profile["max-jobs-per-timespan"]).groups()
+    assert int(jobs) / int(seconds) <= 1
+
+
+def _slurm_run(workdir, *args, env=None):
+    """A SLURM run of the fold split through profiles/slurm; the checks below stop it in its
+    onstart handler, after the DAG and before any sbatch (this machine need not have SLURM)."""
+    return run(["--workflow-profile", "profiles/slurm", "--configfile", "smoke.yaml", "--jobs", "2", *args],
+               cwd=workdir, check=False, timeout=300, env=env)
+
+
+def test_a_slurm_run_refuses_gpu_jobs_without_a_partition_before_any_submission(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    proc = _slurm_run(workdir, "--config", "device=auto")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "not submitting any job: these jobs ask for a GPU but name no partition" in out, out[-3000:]
+    assert "train_model (" in out and "evaluate_trained (" in out and "gpus_in_default_partition" in out
+    assert not (workdir / ".snakemake/slurm_logs").exists()  # nothing was submitted
+
+
+def test_a_slurm_run_refuses_array_jobs_for_trainings(tmp_path):
+    """Array tasks run without srun: the early SIGTERM would reach nothing (docs/cluster.md)."""
+    workdir = copy_workflow(tmp_path)
+    proc = _slurm_run(workdir, "--slurm-array-jobs", "prepare_mnist,train_model")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "not submitting any job: --slurm-array-jobs must not include train_model" in out, out[-3000:]
+    assert not (workdir / ".snakemake/slurm_logs").exists()
+
+
+def test_a_slurm_run_with_untested_plugin_versions_stops_before_any_submission(tmp_path):
+    """The workflow patches the plugin's status query (kdinv/cluster.py); with a plugin version
+    it was not tested with, the run stops naming the versions instead of risking runs that wait
+    forever. The installed version is faked as 2.9.0 (a sitecustomize in the run's path)."""
+    workdir = copy_workflow(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import importlib.metadata as m\n"
+        "_version = m.version\n"
+        "m.version = lambda name: '2.9.0' if name == 'snakemake-executor-plugin-slurm' else _version(name)\n"
+    )
+    proc = _slurm_run(workdir, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(site)})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "not submitting any job: the workflow's fix of SLURM job states" in out, out[-3000:]
+    assert "snakemake-executor-plugin-slurm 2.9.0 (tested: 2.8.0)" in out
+    assert not (workdir / ".snakemake/slurm_logs").exists()
 
 
 def test_config_error_stops_before_any_job(tmp_path):
