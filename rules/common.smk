@@ -46,15 +46,20 @@ METHODS = [method_of(v) for v in VARIANTS]
 GPU_SHARDS = config["job_resources"]["gpu_shards"]
 # A local run spreads its GPU jobs over the machine's GPUs (config local_gpus; kdinv/gpus.py): the
 # default profile's cap of one GPU (gpu_percent=100) becomes 100 per GPU, and each job takes a GPU
-# with room for its share when it starts. The jobs read the GPU ids from KDINV_LOCAL_GPUS. Not
-# under SLURM, which gives each job its own GPU (the SLURM profile sets no gpu_percent cap).
-LOCAL_GPUS = [] if not ON_GPU or "SLURM_JOB_ID" in os.environ else machine_gpus(config["local_gpus"])
-os.environ["KDINV_LOCAL_GPUS"] = ",".join(LOCAL_GPUS)
+# with room for its share when it starts. Not under SLURM, which gives each job its own GPU (the
+# SLURM profile sets no gpu_percent cap).
+LOCAL_GPUS = (
+    []
+    if not ON_GPU or "SLURM_JOB_ID" in os.environ
+    else machine_gpus(config["local_gpus"])
+)
 _gpu_cap = workflow.global_resources.get("gpu_percent")
 if len(LOCAL_GPUS) > 1 and _gpu_cap is not None and _gpu_cap.value == 100:
     workflow.register_resource("gpu_percent", 100 * len(LOCAL_GPUS))
-    logger.info(f"local run on {len(LOCAL_GPUS)} GPUs ({', '.join(LOCAL_GPUS)}): gpu_percent cap "
-                f"{100 * len(LOCAL_GPUS)}")
+    logger.info(
+        f"local run on {len(LOCAL_GPUS)} GPUs ({', '.join(LOCAL_GPUS)}): gpu_percent cap "
+        f"{100 * len(LOCAL_GPUS)}"
+    )
 
 
 def gpu_resources(jobs_per_gpu):

@@ -94,12 +94,14 @@ def test_the_job_entrypoint_runs_on_its_gpu(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setenv("KDINV_LOCAL_GPUS", "0,1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     seen = []
     monkeypatch.setattr("kdinv.jobs.train_model", lambda **kw: seen.append(os.environ["CUDA_VISIBLE_DEVICES"]))
     GpuLedger(".snakemake/kdinv-gpus.json", ["0", "1"]).try_take(100, "busy")  # GPU 0 is held
     entrypoints.train_model(seed=1, device="cuda", gpu_check={"asked": True, "job": "train_model x"},
-                            gpu_placement={"percent": 50})
-    assert seen == ["1"] and "CUDA_VISIBLE_DEVICES" not in os.environ
+                            gpu_placement={"percent": 50, "local_gpus": "auto"})
+    assert seen == ["1"] and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+    entrypoints.train_model(seed=1, device="cpu", gpu_check={"asked": False, "job": "train_model y"},
+                            gpu_placement={"percent": 0, "local_gpus": "auto"})
+    assert seen == ["1", "0,1"]  # a CPU job is placed nowhere
     assert GpuLedger(".snakemake/kdinv-gpus.json", ["0", "1"]).load() == {"0": 100, "1": 0}

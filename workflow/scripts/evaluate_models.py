@@ -22,6 +22,7 @@ run_job(
         reference_logits=snakemake.input.get("references"),
         out_logits=snakemake.output.get("logits"),
         gpu_check=dict(asked=asked_for_gpu(snakemake.resources), job=job_label(snakemake)),
-        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0)),
+        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0),
+                           local_gpus=snakemake.config["local_gpus"]),
     ),
 )

@@ -23,6 +23,7 @@ run_job(
         resume_every=snakemake.config["resume_every"],
         resume_minutes=snakemake.config["resume_minutes"],
         gpu_check=dict(asked=asked_for_gpu(snakemake.resources), job=job_label(snakemake)),
-        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0)),
+        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0),
+                           local_gpus=snakemake.config["local_gpus"]),
     ),
 )

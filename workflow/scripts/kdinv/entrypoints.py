@@ -28,19 +28,21 @@ def _check_gpu(kwargs: dict) -> None:
 
 def _on_gpu(kwargs: dict):
     """The job's GPU check, then the context in which it runs on its GPU of a local run: it takes
-    ``gpu_placement`` (``percent``: the job's GPU share) out of ``kwargs`` and, on a workstation
-    with several GPUs, holds its share of one of them for the job (:func:`kdinv.gpus.placed_on_gpu`;
-    the GPU ids come from ``KDINV_LOCAL_GPUS``, which the workflow sets)."""
+    ``gpu_placement`` (``percent``: the job's GPU share; ``local_gpus``: the config's setting) out
+    of ``kwargs`` and, on a workstation with several GPUs, holds its share of one of them for the
+    job (:func:`kdinv.gpus.placed_on_gpu`)."""
     import os
 
-    from kdinv.gpus import LEDGER, placed_on_gpu
+    from kdinv.gpus import LEDGER, machine_gpus, placed_on_gpu
 
     placement = kwargs.pop("gpu_placement", None)
     name = (kwargs.get("gpu_check") or {}).get("job", "job")
     _check_gpu(kwargs)
-    if placement is not None:
-        gpus = [g for g in os.environ.get("KDINV_LOCAL_GPUS", "").split(",") if g]
-        placement = {"gpus": gpus, "ledger": LEDGER, **placement}
+    if placement is not None and kwargs["device"] != "cpu" and "SLURM_JOB_ID" not in os.environ:
+        placement = {"gpus": machine_gpus(placement["local_gpus"]), "percent": placement["percent"],
+                     "ledger": LEDGER}
+    else:
+        placement = None
     return placed_on_gpu(placement, kwargs["device"], name)
 
 
