@@ -103,6 +103,43 @@ def test_consistency_loss_is_plain_kd_plus_lambda_times_the_penalty():
     assert zero.item() == pytest.approx(kd_loss(model(x), cache, 2.0).item(), rel=1e-6)
 
 
+def _dropout_student():
+    """A student as the ModelNet40 ones are: BatchNorm and dropout 0.5, in training mode."""
+    from kdinv.models.deepsets import DeepSets
+
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.BatchNorm1d(16),
+                               torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+    sets = DeepSets(in_features=3, num_classes=3, phi=[8], rho=[8], dropout=0.5)
+    return [head.train(), sets.train()]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["mlp-batchnorm-dropout", "deepsets-dropout"])
+def test_the_consistency_penalty_is_zero_for_the_identity_with_dropout(which):
+    """Two training-mode passes with independent dropout masks differ even on the same input; the
+    penalty must measure g, not the masks: exactly 0 when g is the identity."""
+    model = _dropout_student()[which]
+    x, cache = torch.randn(16, 4, 3), torch.randn(16, 3)
+    spec = {"recipe": "consistency", "direction": "forward", "weight": 1.0}
+    identity = lambda x, g: x.clone()  # noqa: E731
+    # two independent passes differ: without the same masks the penalty would be above 0
+    assert consistency_penalty(model(x), model(x)).item() > 1e-4
+    torch.manual_seed(5)
+    loss = recipe_loss(spec, 2.0, identity)(model, batch_of(x, cache))
+    torch.manual_seed(5)
+    plain = recipe_loss({"recipe": "plain", "direction": "forward"}, 2.0)(model, batch_of(x, cache))
+    assert loss.item() == plain.item()  # exactly: the same mask, the same batch statistics
+    after_consistency = torch.rand(1)
+    torch.manual_seed(5)
+    recipe_loss({"recipe": "plain", "direction": "forward"}, 2.0)(model, batch_of(x, cache))
+    assert torch.equal(torch.rand(1), after_consistency)  # the random state moves as one pass moves it
+    # and a g that moves the input still gives a penalty
+    torch.manual_seed(5)
+    noisy = lambda x, g: x + torch.randn(x.shape, generator=g)  # noqa: E731
+    moved = recipe_loss(spec, 2.0, noisy)(model, batch_of(x, cache))
+    assert moved.item() > plain.item()
+
+
 def test_augmented_targets_are_the_teacher_on_the_inputs_the_student_sees(monkeypatch):
     torch.manual_seed(0)
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
