@@ -321,3 +321,29 @@ def test_the_gate_decides_in_float64_only_where_float32_does_not_pass(case, capl
     float64_lines = [r for r in caplog.messages if "IM (float64)" in r]
     assert len(float32_lines) == 1
     assert len(float64_lines) == (0 if case == "invariant" else 1), caplog.messages
+
+
+def test_the_evaluation_records_the_gates_number_for_the_teachers_it_gates(tmp_path, monkeypatch):
+    """A teacher that passes the gate only in float64 (float32 near-ties) has that float64 IM in the
+    metric table, so claim (a) decides with the gate's rule on the gate's number; a model the gate
+    does not check keeps its float32 IM."""
+    from kdinv import evaluation
+    from kdinv.evaluation import TEACHER_IM_MAX, evaluate_runs, teacher_gate
+
+    g = torch.Generator().manual_seed(2)
+    x_train, x_test = torch.randn(40, 6, 3, generator=g), torch.randn(32, 6, 3, generator=g)
+    save_split(x_train, torch.arange(40) % 2, 2, tmp_path / "train.pt")
+    save_split(x_test, torch.arange(32) % 2, 2, tmp_path / "test.pt")
+    write_folds(tmp_path / "train.pt", 2, 0, [tmp_path / "fold0.pt", tmp_path / "fold1.pt"])
+    torch.manual_seed(0)
+    model = _SetSum(float32_leak=1.0)
+    monkeypatch.setattr(evaluation, "load_model", lambda path: model)
+    ids = {"dataset": "toy", "fold": 0, "kind": "train", "augment": "plain"}
+    runs = [{"dir": str(tmp_path / "t"), "identifiers": {**ids, "model": "t"}, "references": [],
+             "gated": ["permutation"]},
+            {"dir": str(tmp_path / "s"), "identifiers": {**ids, "model": "s"}, "references": []}]
+    table = evaluate_runs(runs, tmp_path / "test.pt", tmp_path / "train.pt", tmp_path / "fold0.pt",
+                          {"permutation": PERM}, 11, 12, "cpu", 16, tmp_path / "m.parquet").set_index("model")
+    gate = teacher_gate(model, x_test, {"permutation": PERM}, 11, 16, CPU, "t")["permutation"]
+    assert table.loc["t", "im_dtype"] == "float64" and table.loc["t", "im"] == gate <= TEACHER_IM_MAX
+    assert table.loc["s", "im_dtype"] == "float32" and table.loc["s", "im"] > TEACHER_IM_MAX
