@@ -492,7 +492,7 @@ def test_j_is_corrected_over_the_temperatures():
     found = findings_table(_reverse_at({1.0: 0.02, 4.0: 0.30}), [ROW])
     assert pick(found, "accuracy_reverse_minus_forward", 1.0)["verdict"] == HOLDS
     assert pick(found, "accuracy_reverse_minus_forward", 4.0)["verdict"] == UNSURE
-    sentence = dict((c[:3], s) for c, _, s in verdicts(found, [ROW])[ROW["name"]])["(j)"]
+    sentence = {c[:3]: s for c, _, s in verdicts(found, [ROW])[ROW["name"]]}["(j)"]
     assert "less accurate than forward KL at T=1" in sentence and "at every temperature" not in sentence
     assert "not significantly so at T=4" in sentence and "Holm-corrected over 2 tests" in sentence
 

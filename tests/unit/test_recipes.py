@@ -121,7 +121,7 @@ def test_the_consistency_penalty_is_zero_for_the_identity_with_dropout(which):
     model = _dropout_student()[which]
     x, cache = torch.randn(16, 4, 3), torch.randn(16, 3)
     spec = {"recipe": "consistency", "direction": "forward", "weight": 1.0}
-    identity = lambda x, g: x.clone()  # noqa: E731
+    identity = lambda x, g: x.clone()
     # two independent passes differ: without the same masks the penalty would be above 0
     assert consistency_penalty(model(x), model(x)).item() > 1e-4
     torch.manual_seed(5)
@@ -135,7 +135,7 @@ def test_the_consistency_penalty_is_zero_for_the_identity_with_dropout(which):
     assert torch.equal(torch.rand(1), after_consistency)  # the random state moves as one pass moves it
     # and a g that moves the input still gives a penalty
     torch.manual_seed(5)
-    noisy = lambda x, g: x + torch.randn(x.shape, generator=g)  # noqa: E731
+    noisy = lambda x, g: x + torch.randn(x.shape, generator=g)
     moved = recipe_loss(spec, 2.0, noisy)(model, batch_of(x, cache))
     assert moved.item() > plain.item()
 
