@@ -16,6 +16,7 @@ from kdinv.config import (
     fidelity_references,
     im_symmetries,
     load_schema,
+    teacher_gates,
     trained_runs,
     validate_config,
 )
@@ -303,15 +304,15 @@ def job_seed(kind):
 
 
 def evaluated_trained(w):
-    """The runs evaluate_trained evaluates: every trained model of the dataset's fold."""
-    return [
-        {
-            "dir": run,
-            "identifiers": TRAIN.identifiers(run_wildcards(run)),
-            "references": [],
-        }
-        for run in trained_dirs(w.dataset, int(w.fold))
-    ]
+    """The runs evaluate_trained evaluates: every trained model of the dataset's fold; a teacher
+    that the teacher gate checks carries its symmetries (``gated``), so that its IM is the gate's
+    number (docs/method.md, "The teacher gate")."""
+    out = []
+    for run in trained_dirs(w.dataset, int(w.fold)):
+        ids = TRAIN.identifiers(run_wildcards(run))
+        gated = sorted(teacher_gates(config, w.dataset, ids["model"], ids["augment"]))
+        out.append({"dir": run, "identifiers": ids, "references": [], "gated": gated})
+    return out
 
 
 def run_wildcards(run):

@@ -63,7 +63,7 @@ def synthetic(row=ROW, k=3, temps=TEMPS, noise=0.002, seed=0, **roles) -> pd.Dat
         return {
             "dataset": d, "fold": fold, "kind": kind, "model": model, "augment": augment,
             "symmetry": sym, "reference": extra.pop("reference", None),
-            "accuracy": accuracy, "nll": 0.5, "ece": 0.05, "n_test": 100, "im": im,
+            "accuracy": accuracy, "nll": 0.5, "ece": 0.05, "n_test": 100, "im": im, "val_im": im,
             "agreement": agreement, "kl": math.nan if kind == "train" else 0.1,
             "teacher": extra.get("teacher"), "teacher_augment": extra.get("teacher_augment"),
             "temperature": extra.get("temperature", math.nan),
@@ -258,6 +258,8 @@ def add_variant(table: pd.DataFrame, variant: str, name: str, direction: str = "
                 at_t = new.loc[sel, "temperature"].map(lambda t: value(x, t)).to_numpy(dtype=float)
                 shift = spread * new.loc[sel, "fold"].map({0: -1.0, 1: 1.0}).fillna(0.0).to_numpy()
                 new.loc[sel, column] = np.clip(at_t + shift + rng.normal(0, noise, int(sel.sum())), 0.0, 1.0)
+                if column == "im":
+                    new.loc[sel, "val_im"] = new.loc[sel, "im"]
     return pd.concat([table, new], ignore_index=True)
 
 
@@ -378,3 +380,188 @@ def test_markdown_has_every_row_and_sentence(tmp_path):
     back = pd.read_parquet(tmp_path / "out" / "f.parquet")
     assert len(back) == len(written) and set(back["row"]) == {"toy-row", "second-row"}
     assert (tmp_path / "out" / "f.md").read_text(encoding="utf-8") == md
+
+
+# ---------------------------------------------------------------- tests, levels and corrections
+def _st(diffs) -> dict:
+    d = pd.Series(np.asarray(diffs, dtype=float))
+    return paired_stats(d)
+
+
+@pytest.mark.parametrize("diffs", [[0.031, 0.012, 0.024, 0.040], [-0.02, 0.01, -0.005], [0.2, 0.25, 0.21, 0.3, 0.22]])
+@pytest.mark.parametrize("theta", [0.0, 0.01, -0.03])
+def test_p_values_match_scipys_t_tests(diffs, theta):
+    from kdinv.analysis.stats import p_values
+
+    st = _st(diffs)
+    greater = stats.ttest_1samp(diffs, theta, alternative="greater").pvalue  # H0: mu <= theta
+    less = stats.ttest_1samp(diffs, theta, alternative="less").pvalue
+    two = stats.ttest_1samp(diffs, theta).pvalue
+    p_h, p_f = p_values(st, theta, "above")
+    assert p_h == pytest.approx(min(1, 2 * greater), rel=1e-9) and p_f == pytest.approx(min(1, 2 * less), rel=1e-9)
+    assert min(p_h, p_f) == pytest.approx(two, rel=1e-9)  # a two-sided test, split by its sign
+    p_h, p_f = p_values(st, theta, "below")
+    assert p_h == pytest.approx(min(1, 2 * less), rel=1e-9)
+    # non-inferiority: one-sided at 5 %, both ways
+    assert p_values(st, theta, "not_above") == pytest.approx((less, greater), rel=1e-9)
+    # equivalence within +-m: TOST, the larger of the two one-sided p-values
+    m = abs(theta) + 0.02
+    tost = max(stats.ttest_1samp(diffs, -m, alternative="greater").pvalue,
+               stats.ttest_1samp(diffs, m, alternative="less").pvalue)
+    beyond = 2 * min(stats.ttest_1samp(diffs, -m, alternative="less").pvalue,
+                     stats.ttest_1samp(diffs, m, alternative="greater").pvalue)
+    assert p_values(st, m, "within") == pytest.approx((tost, min(1, beyond)), rel=1e-9)
+    # reverse KL's rule: two-sided against 0, its opposite: the 95 % interval above -margin
+    lowers = p_values(st, 0.01, "lowers")
+    assert lowers[0] == pytest.approx(min(1, 2 * stats.ttest_1samp(diffs, 0, alternative="less").pvalue))
+    assert lowers[1] == pytest.approx(min(1, 2 * stats.ttest_1samp(diffs, -0.01, alternative="greater").pvalue))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tests_decide_as_the_intervals_do(seed):
+    """The p-value decisions at 5 % are those of the intervals: 95 % for directional rules and for
+    "beyond the margin", 90 % for equivalence (TOST) and non-inferiority."""
+    from kdinv.analysis.stats import decide
+
+    rng = np.random.default_rng(seed)
+    diffs = rng.normal(rng.normal(0, 0.02), 0.015, size=int(rng.integers(3, 7)))
+    st, theta, m = _st(diffs), float(rng.normal(0, 0.01)), float(abs(rng.normal(0.02, 0.01)))
+    lo, hi, lo90, hi90 = st["ci_low"], st["ci_high"], st["ci90_low"], st["ci90_high"]
+    assert decide(st, theta, "above") == (HOLDS if lo > theta else FAILS if hi < theta else UNSURE)
+    assert decide(st, theta, "below") == (HOLDS if hi < theta else FAILS if lo > theta else UNSURE)
+    assert decide(st, theta, "not_above") == (HOLDS if hi90 < theta else FAILS if lo90 > theta else UNSURE)
+    assert decide(st, m, "within") == (HOLDS if -m < lo90 and hi90 < m else
+                                       FAILS if hi < -m or lo > m else UNSURE)
+
+
+def test_b_is_decided_by_the_90_percent_interval():
+    """An equivalence at 5 % is two one-sided tests: the 90 % interval inside the margins suffices,
+    though the 95 % one reaches beyond them."""
+    from kdinv.analysis.stats import decide
+
+    diffs = [0.045, -0.02, 0.0, 0.02]
+    st = _st(diffs)
+    assert -0.05 < st["ci90_low"] and st["ci90_high"] < 0.05 and st["ci_high"] > 0.05  # the case
+    assert decide(st, 0.05, "within") == HOLDS
+    p = max(stats.ttest_1samp(diffs, -0.05, alternative="greater").pvalue,
+            stats.ttest_1samp(diffs, 0.05, alternative="less").pvalue)
+    assert 0.025 < p < 0.05
+
+
+def _closed_testing(p, alpha=0.05):
+    """Holm by its definition as a closed test: H_i is rejected when every intersection that
+    contains it is rejected by Bonferroni (min p over the subset < alpha / its size)."""
+    import itertools
+
+    idx = [i for i, x in enumerate(p) if np.isfinite(x)]
+    out = [False] * len(p)
+    for i in idx:
+        subsets = (s for r in range(1, len(idx) + 1) for s in itertools.combinations(idx, r) if i in s)
+        out[i] = all(min(p[j] for j in s) < alpha / len(s) for s in subsets)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_holm_is_the_closed_bonferroni_test(seed):
+    from kdinv.analysis.stats import holm
+
+    rng = np.random.default_rng(seed)
+    p = list(rng.uniform(0, 0.08, size=int(rng.integers(1, 6))))
+    if seed % 3 == 0:
+        p.append(math.nan)  # an untested temperature is not counted
+    assert holm(p) == _closed_testing(p)
+
+
+def _reverse_at(two_sided_p: dict, sd=0.01, k=3):
+    """A run where reverse KL's accuracy differs from forward KL's by a mean whose two-sided
+    paired t-test has the p-value ``two_sided_p[T]`` (and sd ``sd``) over 3 folds."""
+    d = {t: -stats.t.isf(p / 2, k - 1) * sd / math.sqrt(k) for t, p in two_sided_p.items()}
+    base = with_recipes(synthetic(noise=0.0))
+    table = add_variant(base, "plain_reverse", "plain", direction="reverse", noise=0.0, spread=sd,
+                        kd=(None, None, {t: 0.87 + d[t] for t in d}))
+    return table
+
+
+def test_j_is_corrected_over_the_temperatures():
+    # one-sided tests at 2.5 % uncorrected would say "holds" at T = 1 (p = 0.03 two-sided < 0.05)
+    found = findings_table(_reverse_at({1.0: 0.03, 4.0: 0.04}), [ROW])
+    r1 = pick(found, "accuracy_reverse_minus_forward", 1.0)
+    assert r1["p_holds"] == pytest.approx(0.03, rel=1e-6)
+    assert verdict_of(_reverse_at({1.0: 0.03, 4.0: 0.04}), "j") == UNSURE  # 0.03 > 0.05 / 2
+    assert verdict_of(_reverse_at({1.0: 0.02, 4.0: 0.04}), "j") == HOLDS  # 0.02 < 0.025, then 0.04 < 0.05
+    found = findings_table(_reverse_at({1.0: 0.02, 4.0: 0.30}), [ROW])
+    assert pick(found, "accuracy_reverse_minus_forward", 1.0)["verdict"] == HOLDS
+    assert pick(found, "accuracy_reverse_minus_forward", 4.0)["verdict"] == UNSURE
+    sentence = {c[:3]: s for c, _, s in verdicts(found, [ROW])[ROW["name"]]}["(j)"]
+    assert "less accurate than forward KL at T=1" in sentence and "at every temperature" not in sentence
+    assert "not significantly so at T=4" in sentence and "Holm-corrected over 2 tests" in sentence
+
+
+def test_j_does_not_hold_where_reverse_kl_loses_less_than_the_margin_everywhere():
+    base = with_recipes(synthetic(noise=0.0))
+    table = add_variant(base, "plain_reverse", "plain", direction="reverse", noise=0.0, spread=0.001,
+                        kd=(None, None, 0.868))
+    found = findings_table(table, [ROW])
+    assert (found.loc[found["claim"] == "j", "verdict"] == FAILS).all()
+    assert verdict_of(table, "j") == FAILS
+
+
+def test_every_claims_failures_are_corrected_over_the_temperatures():
+    """(d) fails at one T on p = 0.04 alone: uncorrected that would decide, Holm over 2 does not."""
+    sd, k = 0.01, 3
+    d = -stats.t.isf(0.04 / 2, k - 1) * sd / math.sqrt(k)
+    table = synthetic(noise=0.0, kd=(0.48, 0.92, 0.87), ctrl=(0.48, {1.0: 0.80, 4.0: 0.92 - d}, 0.86))
+    fold = table["fold"].map({0: -sd, 1: sd, 2: 0.0})
+    ctrl = (table["teacher"] == "big-prime") & (table["reference"] == "big/plain")
+    table.loc[ctrl, "agreement"] += fold[ctrl]
+    found = findings_table(table, [ROW])
+    r4 = pick(found, "agreement_kd_minus_control", 4.0)
+    assert r4["p_fails"] == pytest.approx(0.04, rel=1e-6) and r4["verdict"] == UNSURE
+    assert pick(found, "agreement_kd_minus_control", 1.0)["verdict"] == HOLDS
+    assert verdict_of(table, "d") == UNSURE
+
+
+def test_two_folds_or_identical_differences_give_no_verdict_and_say_why():
+    # 2 folds: the interval exists, it is narrow and clear of 0, and still no verdict
+    table = synthetic(k=2, kd=(0.48, 0.99, 0.95), ctrl=(0.48, 0.5, 0.86))
+    found = findings_table(table, [ROW])
+    r = pick(found, "agreement_kd_minus_control", 1.0)
+    assert r["n_folds"] == 2 and r["ci_low"] > 0 and r["verdict"] == UNSURE
+    sentences = {c[:3]: (v, s) for c, v, s in verdicts(found, [ROW])[ROW["name"]]}
+    assert sentences["(d)"][0] == UNSURE and "fewer than 3 paired folds (k = 2)" in sentences["(d)"][1]
+    assert sentences["(a)"][0] == HOLDS  # a property of each teacher: one fold suffices
+    # 3 folds whose accuracy differences are identical (multiples of 1/N): sd = 0
+    table = synthetic(noise=0.0, kd=(0.48, 0.92, 0.87), s=(0.5, None, 0.85))
+    found = findings_table(table, [ROW])
+    r = pick(found, "accuracy_kd_minus_alone", 1.0)
+    assert r["sd_diff"] == 0 and r["ci_low"] == r["ci_high"] and r["verdict"] == UNSURE
+    v, s = {c[:3]: (v, s) for c, v, s in verdicts(found, [ROW])[ROW["name"]]}["(e)"]
+    assert v == UNSURE and "sd = 0" in s
+
+
+def test_per_temperature_verdicts_are_in_the_table_and_the_report(tmp_path):
+    table = synthetic(kd=({1.0: 0.49, 4.0: 0.10}, 0.92, 0.87), self=(0.50, 0.9, 0.85))
+    metrics = tmp_path / "metrics.parquet"
+    table.to_parquet(metrics, index=False)
+    write_findings(metrics, [ROW], tmp_path / "f.parquet", tmp_path / "f.md")
+    back = pd.read_parquet(tmp_path / "f.parquet")
+    b = back[back["claim"] == "b"].set_index("temperature")
+    assert b.loc[1.0, "claim_verdict_at_t"] == HOLDS and b.loc[4.0, "claim_verdict_at_t"] == FAILS
+    assert (b["claim_verdict"] == FAILS).all()
+    assert "At each temperature: T=1 holds; T=4 does not hold." in (tmp_path / "f.md").read_text(encoding="utf-8")
+
+
+def test_a_table_without_validation_im_is_refused():
+    table = synthetic().drop(columns="val_im")
+    with pytest.raises(ValueError, match="no column 'val_im'"):
+        findings_table(table, [ROW])
+
+
+def test_the_best_temperature_is_labelled_as_chosen():
+    table = synthetic(kd=({1.0: 0.40, 4.0: 0.30}, 0.92, 0.87))
+    found = findings_table(table, [ROW])
+    md = to_markdown(found, verdicts(found, [ROW]))
+    assert "Best KD student (best T on validation IM): T = 4" in md and "lowest IM(t→s)" not in md
+    # chosen on validation IM, not on the test split's IM
+    table.loc[(table["teacher"] == "big") & (table["temperature"] == 1.0), "val_im"] = 0.01
+    assert pick(findings_table(table, [ROW]), "im_kd_best_minus_aug")["best_temperature"] == 1.0

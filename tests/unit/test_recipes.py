@@ -104,6 +104,43 @@ def test_consistency_loss_is_plain_kd_plus_lambda_times_the_penalty():
     assert zero.item() == pytest.approx(kd_loss(model(x), cache, 2.0).item(), rel=1e-6)
 
 
+def _dropout_student():
+    """A student as the ModelNet40 ones are: BatchNorm and dropout 0.5, in training mode."""
+    from kdinv.models.deepsets import DeepSets
+
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.BatchNorm1d(16),
+                               torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+    sets = DeepSets(in_features=3, num_classes=3, phi=[8], rho=[8], dropout=0.5)
+    return [head.train(), sets.train()]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["mlp-batchnorm-dropout", "deepsets-dropout"])
+def test_the_consistency_penalty_is_zero_for_the_identity_with_dropout(which):
+    """Two training-mode passes with independent dropout masks differ even on the same input; the
+    penalty must measure g, not the masks: exactly 0 when g is the identity."""
+    model = _dropout_student()[which]
+    x, cache = torch.randn(16, 4, 3), torch.randn(16, 3)
+    spec = {"recipe": "consistency", "direction": "forward", "weight": 1.0}
+    identity = lambda x, g: x.clone()
+    # two independent passes differ: without the same masks the penalty would be above 0
+    assert consistency_penalty(model(x), model(x)).item() > 1e-4
+    torch.manual_seed(5)
+    loss = recipe_loss(spec, 2.0, identity)(model, batch_of(x, cache))
+    torch.manual_seed(5)
+    plain = recipe_loss({"recipe": "plain", "direction": "forward"}, 2.0)(model, batch_of(x, cache))
+    assert loss.item() == plain.item()  # exactly: the same mask, the same batch statistics
+    after_consistency = torch.rand(1)
+    torch.manual_seed(5)
+    recipe_loss({"recipe": "plain", "direction": "forward"}, 2.0)(model, batch_of(x, cache))
+    assert torch.equal(torch.rand(1), after_consistency)  # the random state moves as one pass moves it
+    # and a g that moves the input still gives a penalty
+    torch.manual_seed(5)
+    noisy = lambda x, g: x + torch.randn(x.shape, generator=g)
+    moved = recipe_loss(spec, 2.0, noisy)(model, batch_of(x, cache))
+    assert moved.item() > plain.item()
+
+
 def test_augmented_targets_are_the_teacher_on_the_inputs_the_student_sees(monkeypatch):
     torch.manual_seed(0)
     student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
@@ -277,3 +314,29 @@ def test_the_gate_decides_in_float64_only_where_float32_does_not_pass(case, capl
     float64_lines = [r for r in caplog.messages if "IM (float64)" in r]
     assert len(float32_lines) == 1
     assert len(float64_lines) == (0 if case == "invariant" else 1), caplog.messages
+
+
+def test_the_evaluation_records_the_gates_number_for_the_teachers_it_gates(tmp_path, monkeypatch):
+    """A teacher that passes the gate only in float64 (float32 near-ties) has that float64 IM in the
+    metric table, so claim (a) decides with the gate's rule on the gate's number; a model the gate
+    does not check keeps its float32 IM."""
+    from kdinv import evaluation
+    from kdinv.evaluation import TEACHER_IM_MAX, evaluate_runs, teacher_gate
+
+    g = torch.Generator().manual_seed(2)
+    x_train, x_test = torch.randn(40, 6, 3, generator=g), torch.randn(32, 6, 3, generator=g)
+    save_split(x_train, torch.arange(40) % 2, 2, tmp_path / "train.pt")
+    save_split(x_test, torch.arange(32) % 2, 2, tmp_path / "test.pt")
+    write_folds(tmp_path / "train.pt", 2, 0, [tmp_path / "fold0.pt", tmp_path / "fold1.pt"])
+    torch.manual_seed(0)
+    model = _SetSum(float32_leak=1.0)
+    monkeypatch.setattr(evaluation, "load_model", lambda path: model)
+    ids = {"dataset": "toy", "fold": 0, "kind": "train", "augment": "plain"}
+    runs = [{"dir": str(tmp_path / "t"), "identifiers": {**ids, "model": "t"}, "references": [],
+             "gated": ["permutation"]},
+            {"dir": str(tmp_path / "s"), "identifiers": {**ids, "model": "s"}, "references": []}]
+    table = evaluate_runs(runs, tmp_path / "test.pt", tmp_path / "train.pt", tmp_path / "fold0.pt",
+                          {"permutation": PERM}, 11, 12, "cpu", 16, tmp_path / "m.parquet").set_index("model")
+    gate = teacher_gate(model, x_test, {"permutation": PERM}, 11, 16, CPU, "t")["permutation"]
+    assert table.loc["t", "im_dtype"] == "float64" and table.loc["t", "im"] == gate <= TEACHER_IM_MAX
+    assert table.loc["s", "im_dtype"] == "float32" and table.loc["s", "im"] > TEACHER_IM_MAX

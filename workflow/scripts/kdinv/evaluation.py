@@ -53,32 +53,42 @@ def logits_in(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: 
     return torch.cat(out).cpu()
 
 
-def teacher_gate(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, dict], seed: int,
-                 batch_size: int, device: torch.device, name: str) -> dict[str, float]:
-    """IM of a teacher on ``x`` and one transformed copy per sample, for each symmetry; raises
-    :class:`TeacherNotInvariant` naming the teacher, the symmetry and the value when one exceeds
-    :data:`TEACHER_IM_MAX` in float64. Returns symmetry -> IM.
-
-    It computes in float32 first, which is several times faster on a CPU (a group-averaged teacher
-    runs |G| forward passes per input), and decides in float64 only where float32 does not pass:
-    float32 can flip DGCNN's nearest neighbours on near-ties, which raises IM without the teacher
-    being any less invariant, while a teacher that lacks the invariance has an IM far above the
-    limit in both."""
-    def ims(dtype: torch.dtype, names) -> dict[str, float]:
-        plain = logits_in(model, x, batch_size, device, dtype)
+def gate_im(model: torch.nn.Module, x: torch.Tensor, copies: dict[str, torch.Tensor], batch_size: int,
+            device: torch.device, name: str, plain32: torch.Tensor | None = None) -> dict[str, tuple[float, str]]:
+    """The teacher gate's number: symmetry -> (IM of ``model`` between ``x`` and ``copies[sym]``,
+    the dtype it was computed in). float32 first, which is several times faster on a CPU (a
+    group-averaged teacher runs |G| forward passes per input); float64 only for the symmetries
+    where float32 does not pass :data:`TEACHER_IM_MAX`: float32 can flip DGCNN's nearest
+    neighbours on near-ties, which raises IM without the teacher being any less invariant, while a
+    teacher that lacks the invariance has an IM far above the limit in both. ``plain32``: the
+    float32 logits on ``x`` if already computed."""
+    def ims(dtype: torch.dtype, names, plain=None) -> dict[str, float]:
+        plain = logits_in(model, x, batch_size, device, dtype) if plain is None else plain
         out = {}
         for sym in names:
-            moved = logits_in(model, transformed_copies(x, symmetries[sym], seed), batch_size, device, dtype)
+            moved = logits_in(model, copies[sym], batch_size, device, dtype)
             out[sym] = metrics.invariance(plain, moved)
             log.info("%s: teacher gate, IM (%s) under %s = %.3g (limit %g)", name, str(dtype)[6:], sym,
                      out[sym], TEACHER_IM_MAX)
         return out
 
-    found = ims(torch.float32, symmetries)
-    unsure = [sym for sym, im in found.items() if not im <= TEACHER_IM_MAX]
+    found = {sym: (im, "float32") for sym, im in ims(torch.float32, copies, plain32).items()}
+    unsure = [sym for sym, (im, _) in found.items() if not im <= TEACHER_IM_MAX]
     if unsure:  # only the symmetries float32 did not pass are computed again, in float64
-        found.update(ims(torch.float64, unsure))
-    for sym in unsure:
+        found.update({sym: (im, "float64") for sym, im in ims(torch.float64, unsure).items()})
+    return found
+
+
+def teacher_gate(model: torch.nn.Module, x: torch.Tensor, symmetries: dict[str, dict], seed: int,
+                 batch_size: int, device: torch.device, name: str) -> dict[str, float]:
+    """IM of a teacher on ``x`` and one transformed copy per sample, for each symmetry; raises
+    :class:`TeacherNotInvariant` naming the teacher, the symmetry and the value when one exceeds
+    :data:`TEACHER_IM_MAX` by :func:`gate_im`'s rule (float64 where float32 does not pass).
+    Returns symmetry -> IM. The evaluation records the same number for the teachers it gates, so
+    that claim (a) and the gate agree."""
+    copies = {sym: transformed_copies(x, spec, seed) for sym, spec in symmetries.items()}
+    found = {sym: im for sym, (im, _) in gate_im(model, x, copies, batch_size, device, name).items()}
+    for sym in symmetries:
         if not found[sym] <= TEACHER_IM_MAX:
             raise TeacherNotInvariant(
                 f"{name}: the teacher's IM under {sym} ({symmetries[sym]['transform']}) is {found[sym]:.3g} "
@@ -108,7 +118,11 @@ def evaluate_runs(
 
     Args:
         runs: ``{"dir": run folder, "identifiers": columns copied into its rows, "references":
-            [keys of reference_logits]}``; a run without references gets NaN fidelity.
+            [keys of reference_logits], "gated": [symmetries]}``; a run without references gets
+            NaN fidelity. ``gated``: the symmetries under which the run is a teacher that the
+            teacher gate checks (:func:`kdinv.config.teacher_gates`); its ``im`` under them is the
+            gate's number (:func:`gate_im`: float64 where float32 does not pass), so claim (a)
+            decides with the gate's rule on the gate's number.
         symmetries: name -> transform entry; IM on the test split, and ``val_im`` on the fold's
             validation part, for each (copies seeded with ``im_seed`` and ``val_seed``).
         reference_logits: a file of {key: test logits} of the teachers (the trained group's).
@@ -119,9 +133,10 @@ def evaluate_runs(
             controls, on the first ``samples`` test samples (:func:`kdinv.symmetry.measures.measures`);
             None or 0 samples leaves them out.
 
-    Columns: the identifiers, symmetry, reference, accuracy, nll, ece, n_test, im, agreement,
-    kl, val_accuracy, val_im; with ``measures`` also im_random (IM's control, on the whole test
-    split), lie, lie_random, and orbit_gap_<group>, orbit_gap_<group>_random per group.
+    Columns: the identifiers, symmetry, reference, accuracy, nll, ece, n_test, im, im_dtype
+    (float32, or float64 where the gate's rule recomputed it), agreement, kl, val_accuracy, val_im;
+    with ``measures`` also im_random (IM's control, on the whole test split), lie, lie_random, and
+    orbit_gap_<group>, orbit_gap_<group>_random per group.
     """
     from kdinv.symmetry.measures import im_random
     from kdinv.symmetry.measures import measures as invariance_measures
@@ -153,12 +168,18 @@ def evaluate_runs(
                       "kl": metrics.kl_divergence(references[ref], logits)}
                 for ref in run["references"]
             }  # fmt: skip
+        gated = [sym for sym in run.get("gated", ()) if sym in symmetries]
+        by_gate = gate_im(model, x, {s: copies[s] for s in gated}, batch_size, dev, run["dir"], logits) \
+            if gated else {}
         extra = {"runs": {}, "symmetries": {}}
         if measures and measures["samples"]:
             extra = invariance_measures(model, x[: measures["samples"]], symmetries, measures["input_kind"],
                                         batch_size, dev, measures["seed"])
         for sym in symmetries:
-            im = metrics.invariance(logits, predict(model, copies[sym], batch_size, dev))
+            if sym in by_gate:
+                im, dtype = by_gate[sym]
+            else:
+                im, dtype = metrics.invariance(logits, predict(model, copies[sym], batch_size, dev)), "float32"
             val_im = metrics.invariance(val_logits, predict(model, val_copies[sym], batch_size, dev))
             more = {}
             if measures and measures["samples"]:
@@ -167,7 +188,7 @@ def evaluate_runs(
                         **extra["symmetries"][sym], **extra["runs"]}
             for ref, fid in fidelity.items():
                 rows.append({**run["identifiers"], "symmetry": sym, "reference": ref, **base, "im": im,
-                             **fid, "val_im": val_im, **more})  # fmt: skip
+                             "im_dtype": dtype, **fid, "val_im": val_im, **more})  # fmt: skip
         ids = run["identifiers"]
         written[f"{ids['model']}/{ids['augment']}"] = logits
         log.info("%s: accuracy %.4f, IM %s", run["dir"], base["accuracy"],

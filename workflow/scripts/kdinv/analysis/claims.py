@@ -7,6 +7,12 @@ distillation into the row's student, optionally of one recipe and against one re
 either at every temperature, once (``per_temperature=False``), or at the temperature chosen by
 :func:`best_temperature`. Its verdict comes from :func:`kdinv.analysis.stats.decide` with the
 comparison's rule and threshold; a claim's verdict aggregates its comparisons' verdicts.
+
+Where several tests decide a claim (several temperatures, or two comparisons as in (h)), the
+direction in which one test alone decides is corrected with Holm's procedure over the claim's
+tests (:meth:`Claim.decide`): for a claim about every temperature, "does not hold" (one failing
+test suffices); for a claim about some temperature, "holds". The other direction needs every test
+to agree, each at 5 %, which keeps the level without correction (an intersection-union test).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kdinv.analysis.stats import FAILS, HOLDS, UNSURE, aggregate
+from kdinv.analysis.stats import ALPHA, FAILS, HOLDS, UNSURE, aggregate, decide, holm, p_values
 from kdinv.distill.recipes import USES_SYMMETRY
 
 TEACHER_IM_MAX = 1e-4
@@ -113,9 +119,15 @@ def at(frame: pd.DataFrame, temperature: float) -> pd.DataFrame:
 
 def selection_metric(frame: pd.DataFrame) -> str:
     """What a "best" temperature or λ is chosen on: the IM on the fold's validation part
-    (``val_im``), so that the test split that a claim then tests is not used to choose; ``im``
-    only for a table from before validation IM was recorded."""
-    return "val_im" if "val_im" in frame and frame["val_im"].notna().any() else "im"
+    (``val_im``), so that the test split that a claim then tests is not used to choose. A table
+    without it is refused: choosing on the test split's ``im`` would test on what chose."""
+    if "val_im" not in frame or (not frame.empty and frame["val_im"].isna().all()):
+        raise ValueError(
+            "the metric table has no column 'val_im' (IM on each fold's validation part) for the "
+            "runs a best temperature or λ is chosen from; a best choice on the test split's 'im' "
+            "would test on the data that chose, so it is refused: rerun the evaluations"
+        )
+    return "val_im"
 
 
 def best_temperature(frame: pd.DataFrame) -> float:
@@ -163,7 +175,8 @@ class Claim:
     """A claim of the paper (or beyond it) and how the numbers decide it.
 
     ``comparisons`` are the rows of the findings table this claim rests on; ``across`` how their
-    verdicts combine into the claim's (``every``: a claim about every temperature; ``some``);
+    verdicts combine into the claim's (``every``: a claim about every temperature; ``some``),
+    and which direction :meth:`decide` corrects for the number of tests;
     ``sentence(items, row, verdict)`` says what the numbers show (``items``: the claim's rows of
     the findings table, sorted by temperature).
     """
@@ -173,6 +186,28 @@ class Claim:
     comparisons: tuple[Comparison, ...]
     sentence: Callable[[pd.DataFrame, dict, str], str]
     across: str = "every"
+
+    def decide(self, items: pd.DataFrame) -> list[str | None]:
+        """The verdict of each of the claim's rows (comparisons × temperatures), corrected for
+        their number: Holm's procedure over the p-values of the direction that one row alone
+        decides (``every``: does not hold; ``some``: holds), the other direction at
+        :data:`~kdinv.analysis.stats.ALPHA` each (see the module docstring)."""
+        rows = [r for _, r in items.iterrows()]
+        ps = [p_values(r, r["threshold"], r["rule"]) if r["rule"] not in (None, "max_at_most")
+              and isinstance(r["rule"], str) else (math.nan, math.nan) for r in rows]
+        union = 1 if self.across == "every" else 0  # the index of the p-value Holm corrects
+        corrected = holm([p[union] for p in ps])
+        out = []
+        for r, p, c in zip(rows, ps, corrected):
+            if not isinstance(r["rule"], str):
+                out.append(None)
+            elif r["rule"] == "max_at_most":
+                out.append(decide(r, r["threshold"], r["rule"]))
+            else:
+                plain = [x < ALPHA if np.isfinite(x) else False for x in p]
+                plain[union] = c
+                out.append(decide(r, r["threshold"], r["rule"], holds_at=plain[0], fails_at=plain[1]))
+        return out
 
     def verdict(self, items: pd.DataFrame) -> str:
         """The claim's verdict from its comparisons' rows; a comparison without a rule (shown for
@@ -191,10 +226,11 @@ def fmt(x: float) -> str:
     return f"{x:.3g}".replace("-", "−")
 
 
-def interval(r) -> str:
+def interval(r, level: int = 95) -> str:
     if r["n_folds"] < 2:
         return f"{fmt(r['mean_diff'])} (k = {r['n_folds']}, no interval)"
-    return f"{fmt(r['mean_diff'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+    lo, hi = ("ci_low", "ci_high") if level == 95 else ("ci90_low", "ci90_high")
+    return f"{fmt(r['mean_diff'])} [{fmt(r[lo])}, {fmt(r[hi])}]"
 
 
 def temps(frame: pd.DataFrame) -> str:
@@ -206,8 +242,31 @@ def details(items: pd.DataFrame) -> str:
 
 
 def _few(items: pd.DataFrame) -> str:
-    k_max = int(items["n_folds"].max()) if not items.empty else 0
-    return " (fewer than 2 paired folds)" if k_max < 2 else ""
+    """Where no test was made, and why (:func:`kdinv.analysis.stats.undecided`)."""
+    if items.empty or "undecided" not in items:
+        return ""
+    parts = []
+    for why, group in items[items["undecided"].notna()].groupby("undecided", sort=False):
+        where = f" at {temps(group)}" if group["temperature"].notna().all() else ""
+        parts.append(f"no test{where}: {why}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _unsure(items: pd.DataFrame, why: str) -> str:
+    """The lead of an inconclusive sentence: where no test was made and why, then ``why`` unless
+    no test was made at all."""
+    none_tested = "undecided" in items and items["undecided"].notna().all()
+    return f"Inconclusive{_few(items)}" + ("" if none_tested else f": {why}")
+
+
+def _holm_paren(items: pd.DataFrame) -> str:
+    h = _holm(items)
+    return f" ({h[2:]})" if h else ""
+
+
+def _holm(items: pd.DataFrame) -> str:
+    tested = int(items["p_holds"].notna().sum()) if "p_holds" in items else 0
+    return f", Holm-corrected over {tested} tests" if tested > 1 else ""
 
 
 def _sentence_a(items, row, v):
@@ -222,28 +281,30 @@ def _sentence_a(items, row, v):
 def _sentence_b(b, row, v):
     margin = f"±{RELATIVE_MARGIN:.0%} of IM(s→s)"
     nums = "; ".join(
-        f"T={r['temperature']:g}: {interval(r)} vs ±{fmt(r['threshold'])}" for _, r in b.iterrows()
+        f"T={r['temperature']:g}: {interval(r, 90)} (95 %: {interval(r)}) vs ±{fmt(r['threshold'])}"
+        for _, r in b.iterrows()
     )
     if v == HOLDS:
         lead = ("KD leaves the student as invariant as self-distillation does: at every temperature the "
-                f"95 % interval of IM(t→s) − IM(s→s) lies within {margin}")
+                f"90 % interval of IM(t→s) − IM(s→s) lies within {margin} (two one-sided tests at 5 %)")
     elif v == FAILS:
         fails = b[b["verdict"] == FAILS]
-        more = fails[fails["ci_high"] <= -fails["threshold"].abs()]
-        less = fails[fails["ci_low"] >= fails["threshold"].abs()]
+        more = fails[fails["mean_diff"] < 0]
+        less = fails[fails["mean_diff"] > 0]
         parts = ([f"more invariant than self-distillation at {temps(more)}"] if not more.empty else []) + (
             [f"less invariant than self-distillation at {temps(less)}"] if not less.empty else [])
-        lead = f"KD makes the student {' and '.join(parts)}, beyond {margin}, so the claim does not hold"
+        lead = (f"KD makes the student {' and '.join(parts)}, beyond {margin} (the 95 % interval beyond "
+                f"the margin{_holm(b)}), so the claim does not hold")
     else:
-        lead = ("Inconclusive" + _few(b) + ": at " + temps(b[b["verdict"] != HOLDS])
-                + f" the 95 % interval of IM(t→s) − IM(s→s) reaches beyond {margin}") if not b.empty \
-            else "No distillation is in the table"
-    return f"{lead} (IM(t→s) − IM(s→s) [95 % CI] vs margin: {nums or 'none'})."
+        lead = _unsure(b, f"at {temps(b[b['verdict'] != HOLDS])} the 90 % interval of IM(t→s) − IM(s→s) "
+                          f"reaches beyond {margin} and the 95 % one does not lie beyond it") \
+            if not b.empty else "No distillation is in the table"
+    return f"{lead} (IM(t→s) − IM(s→s) [90 % CI] vs margin: {nums or 'none'})."
 
 
-def _per_t_sentence(what: str, holds: str, fails: str):
+def _per_t_sentence(what: str, holds: str, fails: str, level: int = 95):
     """A sentence for a claim about every temperature: ``holds`` / ``fails`` say what the numbers
-    show; ``what`` names the difference."""
+    show; ``what`` names the difference; ``level`` the interval that decides (90 or 95 %)."""
 
     def sentence(items, row, v):
         if items.empty or (items["n_folds"] == 0).all():
@@ -251,12 +312,34 @@ def _per_t_sentence(what: str, holds: str, fails: str):
         if v == HOLDS:
             lead = f"{holds} at every temperature"
         elif v == FAILS:
-            lead = f"{fails} at {temps(items[items['verdict'] == FAILS])}"
+            lead = f"{fails} at {temps(items[items['verdict'] == FAILS])}{_holm_paren(items)}"
         else:
-            lead = f"Inconclusive{_few(items)}: the interval does not decide at {temps(items[items['verdict'] != HOLDS])}"
-        return f"{lead} ({what} [95 % CI]: {details(items)})."
+            lead = _unsure(items, f"the test does not decide at {temps(items[items['verdict'] != HOLDS])}")
+        shown = "; ".join(f"T={r['temperature']:g}: {interval(r, level)}" for _, r in items.iterrows())
+        return f"{lead} ({what} [{level} % CI]: {shown})."
 
     return sentence
+
+
+def _sentence_j(items, row, v):
+    if items.empty or (items["n_folds"] == 0).all():
+        return "The run has no reverse-KL distillations (switch the recipe on in the config)."
+    margin = f"{ACCURACY_MARGIN * 100:g} percentage point"
+    lower = items[items["verdict"] == HOLDS]
+    test = f"two-sided paired t-tests at 5 %{_holm(items)}"
+    if v == HOLDS:
+        lead = f"Reverse KL is less accurate than forward KL at {temps(lower)} ({test})"
+        rest = items[items["verdict"] != HOLDS]
+        if not rest.empty:
+            lead += f"; not significantly so at {temps(rest)}"
+    elif v == FAILS:
+        lead = (f"Reverse KL costs less than {margin} of accuracy at every temperature (the 95 % "
+                f"interval lies above −{margin}) and is significantly less accurate at none ({test})")
+    else:
+        lead = _unsure(items, f"reverse KL is significantly less accurate at no temperature ({test}), and "
+                              f"at {temps(items[items['verdict'] != FAILS])} the interval does not exclude "
+                              f"a loss of {margin}")
+    return f"{lead} (accuracy(reverse KL) − accuracy(forward KL) [95 % CI]: {details(items)})."
 
 
 def _sentence_c(c, row, v):
@@ -264,12 +347,12 @@ def _sentence_c(c, row, v):
     if r is None or r["n_folds"] == 0:
         return "The table lacks the augmented student or the t→s distillations."
     nums = (f"IM(s_aug) {fmt(r['mean_b'])} against IM(t→s) {fmt(r['mean_a'])} at the best "
-            f"T={r['best_temperature']:g} (lowest validation IM); difference {interval(r)}")
+            f"T={r['best_temperature']:g} (best T on validation IM); difference {interval(r)}")
     if v == HOLDS:
         return f"Augmentation gives the more invariant student, the interval excludes 0 ({nums})."
     if v == FAILS:
-        return f"The best KD student is at least as invariant as the augmented one ({nums})."
-    return f"Inconclusive{_few(c)}: the interval includes 0 ({nums})."
+        return f"The best KD student is more invariant than the augmented one, the interval excludes 0 ({nums})."
+    return _unsure(c, "the interval includes 0") + f" ({nums})."
 
 
 def _sentence_d(d, row, v):
@@ -277,32 +360,33 @@ def _sentence_d(d, row, v):
         lead = ("t→s agrees with t more than the control t'→s' does at every temperature, "
                 "the intervals exclude 0")
     elif v == FAILS:
-        lead = ("The control t'→s' agrees with t at least as much as t→s does at "
-                f"{temps(d[d['verdict'] == FAILS])}, so the fidelity is not specific to the teacher")
+        lead = ("The control t'→s' agrees with t more than t→s does at "
+                f"{temps(d[d['verdict'] == FAILS])}{_holm_paren(d)}, so the fidelity is not specific to the teacher")
     else:
-        lead = (f"Inconclusive{_few(d)}: at {temps(d[d['verdict'] != HOLDS])} the interval of the "
-                "agreement difference includes 0") if not d.empty else "No distillation is in the table"
+        lead = _unsure(d, f"at {temps(d[d['verdict'] != HOLDS])} the interval of the agreement difference "
+                          "includes 0") if not d.empty else "No distillation is in the table"
     return f"{lead} (agreement(t→s) − agreement(t'→s' vs t) [95 % CI]: {details(d) or 'none'})."
 
 
 def _sentence_e(e, row, v):
-    better = e[(e["n_folds"] > 1) & (e["ci_low"] > 0)]
-    worse = e[(e["n_folds"] > 1) & (e["ci_high"] < 0)]
+    tested = e[e["undecided"].isna()] if "undecided" in e else e.iloc[0:0]
+    better = tested[tested["ci_low"] > 0]
+    worse = tested[tested["ci_high"] < 0]
     if v == HOLDS:
         lead = f"KD costs less than {ACCURACY_MARGIN * 100:g} percentage point of accuracy at every temperature"
     elif v == FAILS:
         lead = (f"KD lowers the accuracy by more than {ACCURACY_MARGIN * 100:g} percentage point at "
-                f"{temps(e[e['verdict'] == FAILS])}")
+                f"{temps(e[e['verdict'] == FAILS])}{_holm_paren(e)}")
     else:
-        lead = (f"Inconclusive{_few(e)}: at {temps(e[e['verdict'] != HOLDS])} the interval reaches below "
-                f"−{ACCURACY_MARGIN * 100:g} percentage point") if not e.empty else "No distillation is in the table"
+        lead = _unsure(e, f"at {temps(e[e['verdict'] != HOLDS])} the interval reaches below "
+                          f"−{ACCURACY_MARGIN * 100:g} percentage point") if not e.empty else "No distillation is in the table"
     direction = []
     if not better.empty:
         direction.append(f"significantly better than s alone at {temps(better)}")
     if not worse.empty:
         direction.append(f"significantly worse at {temps(worse)}")
-    if not direction and not e.empty:
-        direction.append("no significant difference from s alone at any temperature")
+    if not direction and not tested.empty:
+        direction.append("no significant difference from s alone at any temperature tested")
     tail = f"; direction: {', '.join(direction)}" if direction else ""
     return f"{lead}{tail} (accuracy(t→s) − accuracy(s) [95 % CI]: {details(e) or 'none'})."
 
@@ -316,9 +400,10 @@ def _sentence_i(items, v):
     if v == HOLDS:
         lead = "The penalty makes t→s more invariant than plain KD at every temperature"
     elif v == FAILS:
-        lead = f"The penalty does not make t→s more invariant than plain KD at {temps(im[im['verdict'] == FAILS])}"
+        lead = (f"The penalty leaves t→s less invariant than plain KD at {temps(im[im['verdict'] == FAILS])}"
+                f"{_holm_paren(im)}")
     else:
-        lead = f"Inconclusive{_few(im)}: the interval does not decide at {temps(im[im['verdict'] != HOLDS])}"
+        lead = _unsure(im, f"the interval does not decide at {temps(im[im['verdict'] != HOLDS])}")
     return (f"{lead} (IM difference [95 % CI]: {details(im)}; best λ on validation IM: {lam}; "
             f"the accuracy changes by {details(acc) or 'n/a'})." )
 
@@ -343,7 +428,7 @@ IM_KD_BEST_MINUS_AUG = Comparison("im_kd_best_minus_aug", "im", Series("t→s", 
 # Beyond the paper (docs/beyond.md): the distillation recipes.
 KD_AUG = "t→s, augmented"
 IM_AUGKD_MINUS_AUG = Comparison(
-    "im_augmented_kd_minus_aug", "im", Series("t→s", f"IM({KD_AUG})", recipe="augmented"), S_AUG, "at_most",
+    "im_augmented_kd_minus_aug", "im", Series("t→s", f"IM({KD_AUG})", recipe="augmented"), S_AUG, "not_above",
     threshold=lambda st: RELATIVE_MARGIN * st["mean_b"])
 ACCURACY_AUGKD_MINUS_AUG = Comparison(
     "accuracy_augmented_kd_minus_aug", "accuracy", Series("t→s", f"accuracy({KD_AUG})", recipe="augmented"),
@@ -364,7 +449,8 @@ ACCURACY_CONSISTENCY_MINUS_PLAIN = Comparison(
     None, choose="lambda")
 ACCURACY_REVERSE_MINUS_FORWARD = Comparison(
     "accuracy_reverse_minus_forward", "accuracy", Series("t→s", "accuracy(t→s, reverse KL)", direction="reverse"),
-    Series("t→s", "accuracy(t→s, forward KL)", direction="forward"), "below")
+    Series("t→s", "accuracy(t→s, forward KL)", direction="forward"), "lowers",
+    threshold=lambda st: ACCURACY_MARGIN)
 
 COMPARISONS: tuple[Comparison, ...] = (
     TEACHER_IM, IM_KD_MINUS_SELF, IM_KD_MINUS_AUG, AGREEMENT_KD_MINUS_CONTROL, ACCURACY_KD_MINUS_ALONE,
@@ -386,9 +472,11 @@ CLAIMS: tuple[Claim, ...] = (
           (ACCURACY_KD_MINUS_ALONE,), _sentence_e),
     Claim("f", "(f) KD on transformed inputs is at least as invariant as augmentation alone",
           (IM_AUGKD_MINUS_AUG,),
-          _per_t_sentence("IM(t→s, augmented) − IM(s_aug), margin +10 % of IM(s_aug)",
-                          "Distilling on transformed inputs reaches the augmented student's invariance",
-                          "The augmented-recipe student is less invariant than augmentation alone")),
+          _per_t_sentence("IM(t→s, augmented) − IM(s_aug), margin +10 % of IM(s_aug), one-sided 5 %",
+                          "Distilling on transformed inputs reaches the augmented student's invariance "
+                          "(the 90 % interval lies below the margin)",
+                          "The augmented-recipe student is less invariant than augmentation alone, "
+                          "beyond the margin", level=90)),
     Claim("g", "(g) KD on transformed inputs is more accurate than augmentation alone",
           (ACCURACY_AUGKD_MINUS_AUG,),
           _per_t_sentence("accuracy(t→s, augmented) − accuracy(s_aug)",
@@ -404,10 +492,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("i", "(i) the invariance penalty transfers invariance (consistency at its best λ vs plain KD)",
           (IM_CONSISTENCY_MINUS_PLAIN, ACCURACY_CONSISTENCY_MINUS_PLAIN), lambda items, row, v: _sentence_i(items, v)),
     Claim("j", "(j) reverse KL lowers the student's accuracy against forward KL at some temperature",
-          (ACCURACY_REVERSE_MINUS_FORWARD,),
-          _per_t_sentence("accuracy(reverse KL) − accuracy(forward KL)",
-                          "Reverse KL is less accurate", "Reverse KL is not less accurate"),
-          across="some"),
+          (ACCURACY_REVERSE_MINUS_FORWARD,), _sentence_j, across="some"),
 )
 
 PAPER_CLAIMS = ("a", "b", "c", "d", "e")

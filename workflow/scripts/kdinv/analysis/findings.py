@@ -15,9 +15,11 @@ t'→s' vs t  the fidelity control of §3.4: the student distilled from t', meas
 
 Statistics (:mod:`kdinv.analysis.stats`). Two series are paired by ``fold`` (only the folds both
 have); with k pairs the difference d = a − b has mean d̄, standard deviation sd (ddof = 1) and the
-95 % t-interval d̄ ± t₀.₉₇₅,ₖ₋₁ · sd/√k. With k < 2 there is no interval (NaN) and every verdict
-resting on it is "inconclusive". The folds share the data split, the teacher and the IM copies, so
-pairing removes the between-fold variation that the figure's error bars show.
+95 % t-interval d̄ ± t₀.₉₇₅,ₖ₋₁ · sd/√k (and the 90 % one). A verdict comes from t-tests of d at
+5 %, corrected with Holm's procedure over a claim's temperatures; with k < 3 or sd = 0 no test is
+made (``undecided`` says why) and the verdict is "inconclusive". The folds share the data split,
+the teacher and the IM copies, so pairing removes the between-fold variation that the figure's
+error bars show.
 
 Each claim below is one object of :data:`kdinv.analysis.claims.CLAIMS` (its comparisons, threshold,
 verdict rule and sentence); this module runs them over the table and writes the reports.
@@ -28,7 +30,7 @@ docs/method.md ("The findings"); in short:
 
 (a) ``teacher_im``: the largest IM(t) over folds is at most 1e-4 (one fold suffices).
 (b) ``im_kd_minus_self``: IM(t→s) − IM(s→s) lies within ± 10 % of the mean IM(s→s), per T (an
-    equivalence test).
+    equivalence test: two one-sided tests, the 90 % interval).
 (c) ``im_kd_best_minus_aug``: IM(t→s) at the best T − IM(s_aug) is above 0; the best T is the
     one whose t→s has the lowest mean validation IM over its folds (ties: lowest T).
 (d) ``agreement_kd_minus_control``: agreement(t→s, vs t) − agreement(t'→s', vs t) is above 0, per T.
@@ -37,7 +39,9 @@ docs/method.md ("The findings"); in short:
 per T) is shown without a verdict.
 
 A claim about every temperature holds when it holds at every T, does not hold when it fails at
-some T, and is inconclusive otherwise; (j) is a claim about some temperature.
+some T (Holm-corrected), and is inconclusive otherwise; (j) is a claim about some temperature.
+Each comparison row carries its verdict at its temperature (``verdict``), the claim's verdict at
+that temperature (``claim_verdict_at_t``) and the row's summary of the claim (``claim_verdict``).
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from kdinv.analysis.claims import (
     per_fold,
     select,
 )
-from kdinv.analysis.stats import FAILS, HOLDS, UNSURE, decide, paired_stats
+from kdinv.analysis.stats import FAILS, HOLDS, UNSURE, p_values, paired_stats, undecided
 
 __all__ = ["FAILS", "HOLDS", "UNSURE", "findings_table", "paired_stats", "to_html", "to_markdown",
            "verdicts", "write_findings"]
@@ -70,7 +74,8 @@ __all__ = ["FAILS", "HOLDS", "UNSURE", "findings_table", "paired_stats", "to_htm
 COLUMNS = [
     "row", "dataset", "symmetry", "teacher", "teacher_prime", "student", "comparison", "claim",
     "temperature", "best_temperature", "best_lambda", "a", "b", "mean_a", "mean_b", "max_a", "mean_diff",
-    "sd_diff", "ci_low", "ci_high", "n_folds", "threshold", "verdict",
+    "sd_diff", "ci_low", "ci_high", "ci90_low", "ci90_high", "n_folds", "threshold", "rule", "p_holds",
+    "p_fails", "undecided", "verdict", "claim_verdict_at_t", "claim_verdict",
 ]
 
 
@@ -118,12 +123,15 @@ def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
 
     def record(comp: Comparison, st: dict, temperature=math.nan, best=math.nan, lam=math.nan) -> dict:
         threshold = comp.threshold(st) if comp.rule else math.nan
-        verdict = decide(st, threshold, comp.rule) if comp.rule else None
+        p_holds, p_fails = p_values(st, threshold, comp.rule) \
+            if comp.rule not in (None, "max_at_most") else (math.nan, math.nan)
+        why = undecided(st) if comp.rule not in (None, "max_at_most") else None
         return {
             **base, "comparison": comp.name, "claim": CLAIM_OF[comp.name], "temperature": temperature,
             "best_temperature": best, "best_lambda": lam, "a": comp.a.label,
-            "b": comp.b.label if comp.b else "0", **st,
-            "threshold": threshold, "verdict": verdict,
+            "b": comp.b.label if comp.b else "0", **st, "threshold": threshold, "rule": comp.rule,
+            "p_holds": p_holds, "p_fails": p_fails, "undecided": why, "verdict": None,
+            "claim_verdict_at_t": None, "claim_verdict": None,
         }
 
     out = []
@@ -143,7 +151,26 @@ def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
         a = pd.Series(dtype=float) if math.isnan(best) else values(comp.a, comp.metric, best)[0]
         b = values(comp.b, comp.metric, None if "→" not in comp.b.role else best)[0]
         out.append(record(comp, paired_stats(a, b), best=best))
-    return out
+    return _decide(out)
+
+
+def _decide(records: list[dict]) -> list[dict]:
+    """Each claim's verdicts on one row's records: per comparison and temperature, corrected over
+    the claim's tests (:meth:`kdinv.analysis.claims.Claim.decide`); then the claim's verdict at each
+    temperature and its summary over the row."""
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS)
+    for claim in CLAIMS:
+        mine = frame.index[frame["claim"] == claim.id]
+        if mine.empty:
+            continue
+        frame.loc[mine, "verdict"] = pd.Series(claim.decide(frame.loc[mine]), index=mine, dtype=object)
+        items = frame.loc[mine]
+        frame.loc[mine, "claim_verdict"] = claim.verdict(items)
+        for idx, r in items.iterrows():
+            same_t = items[items["temperature"].isna()] if pd.isna(r["temperature"]) else \
+                items[np.isclose(items["temperature"], r["temperature"])]
+            frame.loc[idx, "claim_verdict_at_t"] = claim.verdict(same_t)
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def findings_table(table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
@@ -152,7 +179,7 @@ def findings_table(table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     out = pd.DataFrame.from_records(records, columns=COLUMNS)
     out["n_folds"] = out["n_folds"].astype("int64")
     for col in ("temperature", "best_temperature", "best_lambda", "mean_a", "mean_b", "max_a", "mean_diff",
-                "sd_diff", "ci_low", "ci_high", "threshold"):
+                "sd_diff", "ci_low", "ci_high", "ci90_low", "ci90_high", "threshold", "p_holds", "p_fails"):
         out[col] = out[col].astype(float)
     return out
 
@@ -166,8 +193,17 @@ def _row_verdicts(f: pd.DataFrame, row: dict) -> list[tuple[str, str, str]]:
         if items.empty and claim.id not in PAPER_CLAIMS:
             continue  # a claim about a recipe this run did not use
         verdict = claim.verdict(items)
-        out.append((claim.title, verdict, claim.sentence(items, row, verdict)))
+        out.append((claim.title, verdict, claim.sentence(items, row, verdict) + _at_each_t(items)))
     return out
+
+
+def _at_each_t(items: pd.DataFrame) -> str:
+    """The claim's verdict at each temperature, where it is decided at more than one."""
+    per_t = items.dropna(subset=["temperature"]).drop_duplicates("temperature")
+    if len(per_t) < 2:
+        return ""
+    return " At each temperature: " + "; ".join(
+        f"T={r['temperature']:g} {r['claim_verdict_at_t']}" for _, r in per_t.iterrows()) + "."
 
 
 def verdicts(findings: pd.DataFrame, rows: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
@@ -190,8 +226,10 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
         "",
         "Differences are means over folds paired by fold, with the 95 % t-interval over folds "
         "in brackets. ✓ the claim tested by the column holds at that T, ✗ it does not, ? "
-        "inconclusive. The rules are in `kdinv/analysis/claims.py` (one object per claim) and in "
-        "docs/method.md.",
+        "inconclusive: t-tests at 5 % (for (b) and (f) the equivalence and non-inferiority tests "
+        "of the 90 % interval), corrected with Holm's procedure over a claim's temperatures, and "
+        "no test with fewer than 3 paired folds or identical differences (sd = 0). The rules are "
+        "in `kdinv/analysis/claims.py` (one object per claim) and in docs/method.md.",
         "",
         "The folds share training data (each pair of folds trains on overlapping parts of the "
         "training split) and the teacher of a fold is reused by every student of that fold, so the "
@@ -244,7 +282,7 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
             if not best.empty:
                 b = best.iloc[0]
                 lines.append("")
-                lines.append(f"Best KD student (lowest IM(t→s)): T = {fmt(b['best_temperature'])}; "
+                lines.append(f"Best KD student (best T on validation IM): T = {fmt(b['best_temperature'])}; "
                              f"IM(t→s) − IM(s_aug) = {_cell(b)}.")
         lines.append("")
         for claim, verdict, sentence in items:
@@ -253,7 +291,8 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-HTML_COLUMNS = ["comparison", "temperature", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "n_folds", "verdict"]
+HTML_COLUMNS = ["comparison", "temperature", "mean_a", "mean_b", "mean_diff", "ci_low", "ci_high", "n_folds",
+                "p_holds", "p_fails", "verdict", "claim_verdict_at_t"]
 
 
 def to_html(findings: pd.DataFrame, verdicts_by_row: dict) -> str:
@@ -267,7 +306,8 @@ def to_html(findings: pd.DataFrame, verdicts_by_row: dict) -> str:
         "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
         "</style></head><body>",
         '<h1 id="findings">Findings: do the paper\'s claims hold on this run?</h1>',
-        "<p>Differences are fold-paired means with 95 % t-intervals. The folds share training data "
+        "<p>Differences are fold-paired means with 95 % t-intervals; verdicts come from t-tests at "
+        "5 %, Holm-corrected over a claim's temperatures (docs/method.md). The folds share training data "
         "and each fold's teacher serves all its students, so the intervals are approximate: they "
         "treat the folds as independent.</p>",
     ]

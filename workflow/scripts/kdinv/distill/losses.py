@@ -61,6 +61,23 @@ def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) 
     return diff.pow(2).sum(dim=1).mean()
 
 
+def same_randomness(first, second, device: torch.device):
+    """``(first(), second())``, the second drawn from the random state the first started from.
+
+    The consistency penalty compares the student on x and on g·x in training mode: with
+    independent dropout masks the two passes differ even for g = identity, and the penalty would
+    measure the dropout noise, not the invariance. Restoring the random state (CPU, and the GPU of
+    ``device``) before the second pass gives both the same masks, so the penalty is exactly 0
+    where g·x = x. Each pass keeps its own batch: BatchNorm normalises x and g·x each with its
+    own batch statistics, as a forward pass of either alone would (a single pass on
+    cat([x, g·x]) would mix them and still draw a different mask per row). The random state then
+    continues from where a single pass would leave it."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        out_first = first()
+    return out_first, second()
+
+
 @torch.no_grad()
 def teacher_outputs(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The teacher's float32 logits on ``x`` in eval mode, without gradient (as the cache holds)."""
@@ -77,7 +94,7 @@ def recipe_loss(recipe: dict, temperature: float, augment=None, teacher: torch.n
       the teacher on the same g·x: the cache where the teacher is invariant (``teacher`` None),
       else ``teacher`` run on the batch;
     - ``consistency``: plain + λ · :func:`consistency_penalty` of the student on x and g·x (two
-      student passes);
+      student passes with the same dropout masks, :func:`same_randomness`);
     - ``mixup``: x̃ = a·x_i + (1−a)·x_j with a ~ Beta(α, α) per sample and j a permutation of the
       batch, the student against ``teacher`` on x̃ (run on the batch).
     """
@@ -104,8 +121,9 @@ def recipe_loss(recipe: dict, temperature: float, augment=None, teacher: torch.n
         weight = float(recipe["weight"])
 
         def consistency(model, batch):
-            logits = batch.forward(model, batch.inputs)
-            moved = batch.forward(model, augment(batch.inputs, batch.generator))
+            x_moved = augment(batch.inputs, batch.generator)
+            logits, moved = same_randomness(lambda: batch.forward(model, batch.inputs),
+                                            lambda: batch.forward(model, x_moved), batch.inputs.device)
             return kd(logits, batch.targets) + weight * consistency_penalty(logits, moved)
 
         return consistency
