@@ -565,3 +565,25 @@ def test_the_best_temperature_is_labelled_as_chosen():
     # chosen on validation IM, not on the test split's IM
     table.loc[(table["teacher"] == "big") & (table["temperature"] == 1.0), "val_im"] = 0.01
     assert pick(findings_table(table, [ROW]), "im_kd_best_minus_aug")["best_temperature"] == 1.0
+
+
+def test_b_and_c_are_decided_again_under_the_other_measures_and_disagreement_is_said():
+    """(b) holds under IM; under the Lie derivative the KD student is far more invariant than
+    self-distillation, so there (b) does not hold, and the sentence says the measures disagree;
+    under the orbit gap (equal to IM here) they agree. Both are rows of the findings table."""
+    table = synthetic(kd=(0.49, 0.92, 0.87), self=(0.50, 0.9, 0.85))
+    table["orbit_gap_rot90_2d"] = table["im"]
+    kd = (table["kind"] == "distill") & (table["teacher"] == ROW["teacher"])
+    table["lie"] = table["im"].where(~kd, table["im"] * 0.2)
+    found = findings_table(table, [ROW])
+    assert set(found["claim"].dropna()) >= {"b@lie", "b@orbit_gap_rot90_2d", "c@lie", "c@orbit_gap_rot90_2d"}
+    assert found[found["claim"] == "b@lie"]["claim_verdict"].iloc[0] == FAILS
+    assert found[found["claim"] == "b@orbit_gap_rot90_2d"]["claim_verdict"].iloc[0] == HOLDS
+    (_, verdict, sentence), = [v for v in verdicts(found, [ROW])[ROW["name"]] if v[0].startswith("(b)")]
+    assert verdict == HOLDS  # the claim's own verdict is IM's
+    assert "under the Lie derivative it does not hold" in sentence
+    assert "under the orbit gap (rot90_2d) it holds" in sentence
+    assert "IM and the Lie derivative disagree" in sentence
+    # without the measures' columns nothing is added
+    plain = findings_table(synthetic(kd=(0.49, 0.92, 0.87), self=(0.50, 0.9, 0.85)), [ROW])
+    assert not plain["claim"].dropna().str.contains("@").any()

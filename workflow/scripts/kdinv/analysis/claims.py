@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -496,6 +496,35 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 PAPER_CLAIMS = ("a", "b", "c", "d", "e")
+
+MEASURE_CHECKED = ("b", "c")
+"""The claims about invariance that are decided again under the other measures of invariance
+(docs/method.md, "Invariance measured three ways"): the same comparisons and rules with IM
+replaced by the orbit gap and by the Lie derivative, where the row has them."""
+
+
+def measure_columns(table: pd.DataFrame, row: dict) -> list[tuple[str, str]]:
+    """The measures of invariance of a row as (column, name): IM; the orbit gap of the largest
+    finite group its data admits (none for sets); the Lie derivative (none for a symmetry without a
+    continuous generator)."""
+    from kdinv.symmetry.catalog import TRANSFORM_INFO
+
+    out = [("im", "IM")]
+    data = table[table["dataset"] == row["dataset"]]
+    gaps = sorted((c[len("orbit_gap_"):] for c in table.columns
+                   if c.startswith("orbit_gap_") and not c.endswith("_random") and data[c].notna().any()),
+                  key=lambda g: (-(TRANSFORM_INFO[g].group_order or 0), g))
+    if gaps:
+        out.append((f"orbit_gap_{gaps[0]}", f"orbit gap ({gaps[0]})"))
+    if "lie" in table and data[data["symmetry"] == row["symmetry"]]["lie"].notna().any():
+        out.append(("lie", "Lie derivative"))
+    return out
+
+
+def under_measure(claim: Claim, metric: str) -> Claim:
+    """``claim`` with IM replaced by ``metric`` in its comparisons (ids and names ``…@<metric>``)."""
+    comps = tuple(replace(c, name=f"{c.name}@{metric}", metric=metric) for c in claim.comparisons)
+    return replace(claim, id=f"{claim.id}@{metric}", comparisons=comps)
 """The paper's claims, reported for every run; the others only where their recipe ran."""
 
 CLAIM_OF: dict[str, str | None] = {c.name: None for c in COMPARISONS}

@@ -182,32 +182,13 @@ def plot_tradeoff(metrics_path, rows: list[dict], out_png, out_pdf) -> None:
 MEASURE_ROLES = {"s": "s", "s aug.": "s_aug", "t": "t", "s→s": "s→s", "s_aug→s": "s_aug→s", "t→s": "t→s"}
 
 
-def measure_columns(table: pd.DataFrame, row: dict) -> list[tuple[str, str]]:
-    """The three measures of a figure row as (column, title): IM; the orbit gap of the largest
-    finite group its data admits (none for sets); the Lie derivative (none for a symmetry without
-    a continuous generator)."""
-    from kdinv.symmetry.catalog import TRANSFORM_INFO
-
-    out = [("im", "IM")]
-    gaps = sorted((c[len("orbit_gap_"):] for c in table.columns
-                   if c.startswith("orbit_gap_") and not c.endswith("_random")),
-                  key=lambda g: (-(TRANSFORM_INFO[g].group_order or 0), g))
-    data = table[table["dataset"] == row["dataset"]]
-    gaps = [g for g in gaps if data[f"orbit_gap_{g}"].notna().any()]
-    if gaps:
-        out.append((f"orbit_gap_{gaps[0]}", f"orbit gap ({gaps[0]})"))
-    if "lie" in table and data[data["symmetry"] == row["symmetry"]]["lie"].notna().any():
-        out.append(("lie", "Lie derivative"))
-    return out
-
-
 def plot_measures(metrics_path, rows: list[dict], out_png, out_pdf) -> None:
     """Per row (figure rows) and measure (columns: IM, orbit gap, Lie derivative), each model's
     value (filled) beside its random control of the same size (hollow), mean ± s.d. over folds, on
     a log scale: a model is invariant where its value lies far below its control, insensitive
     where both are small. Distilled students at their best temperature on validation IM. Drawn
     from the collected metric table only."""
-    from kdinv.analysis.claims import best_temperature
+    from kdinv.analysis.claims import best_temperature, measure_columns
 
     table = pd.read_parquet(metrics_path)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)

@@ -53,18 +53,21 @@ import numpy as np
 import pandas as pd
 
 from kdinv.analysis.claims import (
-    CLAIM_OF,
     CLAIMS,
     COMPARISONS,
+    MEASURE_CHECKED,
     PAPER_CLAIMS,
+    Claim,
     Comparison,
     at,
     best_temperature,
     best_variant,
     fmt,
     interval,
+    measure_columns,
     per_fold,
     select,
+    under_measure,
 )
 from kdinv.analysis.stats import FAILS, HOLDS, UNSURE, p_values, paired_stats, undecided
 
@@ -101,7 +104,10 @@ def _present(table: pd.DataFrame, comp: Comparison) -> bool:
     return True
 
 
-def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
+def _row_records(table: pd.DataFrame, row: dict, claims: tuple[Claim, ...] = CLAIMS,
+                 comparisons: tuple[Comparison, ...] = COMPARISONS) -> list[dict]:
+    claim_of = {c.name: None for c in comparisons}
+    claim_of.update({comp.name: claim.id for claim in claims for comp in claim.comparisons})
     name = row["name"]
     base = {k: row[k] for k in ("dataset", "symmetry", "teacher", "teacher_prime", "student")}
     base["row"] = name
@@ -127,7 +133,7 @@ def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
             if comp.rule not in (None, "max_at_most") else (math.nan, math.nan)
         why = undecided(st) if comp.rule not in (None, "max_at_most") else None
         return {
-            **base, "comparison": comp.name, "claim": CLAIM_OF[comp.name], "temperature": temperature,
+            **base, "comparison": comp.name, "claim": claim_of[comp.name], "temperature": temperature,
             "best_temperature": best, "best_lambda": lam, "a": comp.a.label,
             "b": comp.b.label if comp.b else "0", **st, "threshold": threshold, "rule": comp.rule,
             "p_holds": p_holds, "p_fails": p_fails, "undecided": why, "verdict": None,
@@ -135,7 +141,7 @@ def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
         }
 
     out = []
-    comparisons = [c for c in COMPARISONS if _present(table, c)]
+    comparisons = [c for c in comparisons if _present(table, c)]
     for comp in (c for c in comparisons if c.when == "once"):
         b = values(comp.b, comp.metric)[0] if comp.b else None
         out.append(record(comp, paired_stats(values(comp.a, comp.metric)[0], b)))
@@ -151,15 +157,25 @@ def _row_records(table: pd.DataFrame, row: dict) -> list[dict]:
         a = pd.Series(dtype=float) if math.isnan(best) else values(comp.a, comp.metric, best)[0]
         b = values(comp.b, comp.metric, None if "→" not in comp.b.role else best)[0]
         out.append(record(comp, paired_stats(a, b), best=best))
-    return _decide(out)
+    return _decide(out, claims)
 
 
-def _decide(records: list[dict]) -> list[dict]:
+def _measure_records(table: pd.DataFrame, row: dict) -> list[dict]:
+    """Claims (b) and (c) decided again under each other measure of invariance the row has
+    (:func:`kdinv.analysis.claims.measure_columns`): rows whose claim is ``b@<measure>``."""
+    alt = tuple(under_measure(claim, column) for claim in CLAIMS if claim.id in MEASURE_CHECKED
+                for column, _ in measure_columns(table, row)[1:])
+    if not alt:
+        return []
+    return _row_records(table, row, alt, tuple(c for claim in alt for c in claim.comparisons))
+
+
+def _decide(records: list[dict], claims: tuple[Claim, ...] = CLAIMS) -> list[dict]:
     """Each claim's verdicts on one row's records: per comparison and temperature, corrected over
     the claim's tests (:meth:`kdinv.analysis.claims.Claim.decide`); then the claim's verdict at each
     temperature and its summary over the row."""
     frame = pd.DataFrame.from_records(records, columns=COLUMNS)
-    for claim in CLAIMS:
+    for claim in claims:
         mine = frame.index[frame["claim"] == claim.id]
         if mine.empty:
             continue
@@ -175,7 +191,7 @@ def _decide(records: list[dict]) -> list[dict]:
 
 def findings_table(table: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     """The tidy table of paired comparisons per row and temperature (see the module docstring)."""
-    records = [r for row in rows for r in _row_records(table, row)]
+    records = [r for row in rows for r in _row_records(table, row) + _measure_records(table, row)]
     out = pd.DataFrame.from_records(records, columns=COLUMNS)
     out["n_folds"] = out["n_folds"].astype("int64")
     for col in ("temperature", "best_temperature", "best_lambda", "mean_a", "mean_b", "max_a", "mean_diff",
@@ -193,8 +209,28 @@ def _row_verdicts(f: pd.DataFrame, row: dict) -> list[tuple[str, str, str]]:
         if items.empty and claim.id not in PAPER_CLAIMS:
             continue  # a claim about a recipe this run did not use
         verdict = claim.verdict(items)
-        out.append((claim.title, verdict, claim.sentence(items, row, verdict) + _at_each_t(items)))
+        out.append((claim.title, verdict,
+                    claim.sentence(items, row, verdict) + _at_each_t(items) + _other_measures(f, claim, verdict)))
     return out
+
+
+def _other_measures(f: pd.DataFrame, claim: Claim, verdict: str) -> str:
+    """For (b) and (c): the claim's verdict under the other measures of invariance, and whether
+    they agree with IM's."""
+    alt = f[f["claim"].astype(str).str.startswith(f"{claim.id}@")] if "claim" in f else f.iloc[:0]
+    if alt.empty:
+        return ""
+    names = {"lie": "the Lie derivative"}
+    parts, differ = [], []
+    for cid, items in alt.groupby("claim", sort=True):
+        measure = cid.split("@", 1)[1]
+        name = names.get(measure, f"the orbit gap ({measure[len('orbit_gap_'):]})")
+        v = items["claim_verdict"].iloc[0]
+        parts.append(f"under {name} it {v}")
+        if v != verdict:
+            differ.append(name)
+    agree = ("IM and " + " and ".join(differ) + " disagree") if differ else "the measures agree"
+    return f" Same comparison, other measures of invariance: {'; '.join(parts)} ({agree})."
 
 
 def _at_each_t(items: pd.DataFrame) -> str:
