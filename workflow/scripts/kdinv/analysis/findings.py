@@ -226,11 +226,12 @@ def _other_measures(f: pd.DataFrame, claim: Claim, verdict: str) -> str:
         measure = cid.split("@", 1)[1]
         name = names.get(measure, f"the orbit gap ({measure[len('orbit_gap_'):]})")
         v = items["claim_verdict"].iloc[0]
-        parts.append(f"under {name} it {v}")
+        parts.append(f"under {name} it {'is ' if v == UNSURE else ''}{v}")
         if v != verdict:
             differ.append(name)
-    agree = ("IM and " + " and ".join(differ) + " disagree") if differ else "the measures agree"
-    return f" Same comparison, other measures of invariance: {'; '.join(parts)} ({agree})."
+    verb = "disagrees" if len(differ) == 1 else "disagree"
+    agree = f"not the verdict under IM: {' and '.join(differ)} {verb}" if differ else "the same verdict as under IM"
+    return f" The same comparison under the other measures of invariance: {'; '.join(parts)} ({agree})."
 
 
 def _at_each_t(items: pd.DataFrame) -> str:
