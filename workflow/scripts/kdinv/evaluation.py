@@ -135,8 +135,8 @@ def evaluate_runs(
 
     Columns: the identifiers, symmetry, reference, accuracy, nll, ece, n_test, im, im_dtype
     (float32, or float64 where the gate's rule recomputed it), agreement, kl, val_accuracy, val_im;
-    with ``measures`` also im_random (IM's control, on the whole test split), lie, lie_random, and
-    orbit_gap_<group>, orbit_gap_<group>_random per group.
+    with ``measures`` also im_random (IM's control, on the measures' samples), lie, lie_random,
+    and orbit_gap_<group>, orbit_gap_<group>_random per group.
     """
     from kdinv.symmetry.measures import im_random
     from kdinv.symmetry.measures import measures as invariance_measures
@@ -184,7 +184,8 @@ def evaluate_runs(
             more = {}
             if measures and measures["samples"]:
                 control = torch.Generator().manual_seed(measures["seed"])
-                more = {"im_random": im_random(model, x, copies[sym], batch_size, dev, control),
+                n = measures["samples"]
+                more = {"im_random": im_random(model, x[:n], copies[sym][:n], batch_size, dev, control),
                         **extra["symmetries"][sym], **extra["runs"]}
             for ref, fid in fidelity.items():
                 rows.append({**run["identifiers"], "symmetry": sym, "reference": ref, **base, "im": im,
