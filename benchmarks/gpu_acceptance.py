@@ -61,8 +61,11 @@ class Report:
 
     def add(self, check, item, value, limit="", ok=True):
         self.rows.append({"check": check, "item": item, "value": value, "limit": limit, "ok": bool(ok)})
-        print(f"[{'ok' if ok else 'FAIL'}] {check}: {item} = {value} {('(limit ' + str(limit) + ')') if limit != '' else ''}",
-              flush=True)
+        print(
+            f"[{'ok' if ok else 'FAIL'}] {check}: {item} = {value} "
+            f"{('(limit ' + str(limit) + ')') if limit != '' else ''}",
+            flush=True,
+        )
 
     @property
     def failed(self):
@@ -86,7 +89,7 @@ def snakemake(workdir: Path, cores: int, timeout: int) -> tuple[int, float, str]
            "extra.yaml"]
     start = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False)
         code, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:
         code, out = 124, f"timed out after {timeout} s\n{err.stdout or ''}{err.stderr or ''}"
@@ -155,7 +158,7 @@ def child_training(args) -> None:
 
     sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
     from kdinv.jobs import train_model
-    from kdinv.runtime import start_job
+    from kdinv.launch.start import start_job
 
     # on the CPU one thread each: two jobs with a thread per core each would oversubscribe it
     start_job(args.log, threads=1 if args.device == "cpu" else None)
@@ -232,13 +235,27 @@ def epoch_tables(report, device, out, quick, timeouts):
     """benchmarks/run.py at paper scale (what benchmarks/gpu.sh ran): the step table, epoch times
     per model and the GPU-hours of the grid, in float32 and bf16; each pass under its time limit
     (on SIGTERM run.py prints and writes what it measured so far)."""
-    rows = ["--rows", "dsinv-mlp", "--scale", "small", "--steps", "2"] if quick else ["--scale", "paper", "--steps", "10"]
-    for tag, extra in (("float32", ["--epochs-table"]), ("bf16", ["--bf16", "--min-chunk-ms", "20", "--eval-batches", "1"])):
+    rows = (
+        ["--rows", "dsinv-mlp", "--scale", "small", "--steps", "2"] if quick else ["--scale", "paper", "--steps", "10"]
+    )
+    for tag, extra in (
+        ("float32", ["--epochs-table"]),
+        ("bf16", ["--bf16", "--min-chunk-ms", "20", "--eval-batches", "1"]),
+    ):
         timeout = timeouts[tag]
         csv = out / f"epochs-{device.split(':')[0]}-{tag}.csv"
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--device", device, *rows, *extra, "--csv", str(csv)]
+        cmd = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--device",
+            device,
+            *rows,
+            *extra,
+            "--csv",
+            str(csv),
+        ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
             code = proc.returncode
             (out / f"epochs-{device.split(':')[0]}-{tag}.txt").write_text(proc.stdout + proc.stderr)
         except subprocess.TimeoutExpired:
@@ -270,8 +287,11 @@ def main(argv=None):
     device = args.device
     report = Report()
     report.add("machine", "torch", torch.__version__)
-    report.add("machine", "device", torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available()
-               else "cpu")
+    report.add(
+        "machine",
+        "device",
+        torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else "cpu",
+    )
     if device.startswith("cuda") and not torch.cuda.is_available():
         report.add("machine", "CUDA available", False, True, False)
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="kdinv-acceptance-"))
@@ -320,8 +340,8 @@ def write(report, out: Path, device: str):
 
     tag = device.split(":")[0]
     pd.DataFrame(report.rows).astype({"value": str, "limit": str}).to_csv(out / f"acceptance-{tag}.csv", index=False)
-    lines = [f"# GPU acceptance on {tag}", "", f"{len(report.rows) - len(report.failed)} of {len(report.rows)} "
-             f"lines ok; failed: {', '.join(r['check'] + ': ' + r['item'] for r in report.failed) or 'none'}", "",
+    lines = [f"# GPU acceptance on {tag}", "", (f"{len(report.rows) - len(report.failed)} of {len(report.rows)} "
+             f"lines ok; failed: {', '.join(r['check'] + ': ' + r['item'] for r in report.failed) or 'none'}"), "",
              "| check | item | value | limit | ok |", "|---|---|---|---|---|"]
     lines += [f"| {r['check']} | {r['item']} | {r['value']} | {r['limit']} | {'yes' if r['ok'] else '**no**'} |"
               for r in report.rows]

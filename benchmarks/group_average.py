@@ -1,8 +1,9 @@
-"""What group averaging costs: a backbone against its average over a finite group, on the CPU.
+"""What group and frame averaging cost: a backbone against its average over a finite group or
+over a point cloud's PCA frame, on the CPU.
 
-    python benchmarks/group_average.py [--reps N] [--warmup N] [--threads T] [--models resnet dgcnn]
+    python benchmarks/group_average.py [--reps N] [--warmup N] [--threads T] [--models resnet dgcnn ...]
 
-About 30 s with ``--threads 1`` on a free CPU core; on a machine shared with other jobs use
+About 60 s with ``--threads 1`` on a free CPU core; on a machine shared with other jobs use
 ``--threads 1`` (threads that wait for each other make multi-threaded timings erratic).
 
 :class:`kdinv.models.wrappers.GroupAveraged` sends the whole orbit (B·|G| inputs) through the
@@ -13,12 +14,18 @@ multiplied). Cases, on synthetic inputs and labels:
 * ``resnet``: ResNet18-APS, width 16, 1×32×32 images, batch 64, averaged over ``rot90_2d`` (C4);
 * ``dgcnn``: the paper's DGCNN (DGN) narrowed as ``benchmarks/run.py --scale small`` narrows it
   (k 10, edge layers [[16], [16], [32], [64]], embedding 256, head [128, 64], dropout 0.5), 256
-  points, batch 16, averaged over ``rot90_z_3d`` (C4).
+  points, batch 16, averaged over ``rot90_z_3d`` (C4);
+* ``dgcnn-so3``, ``dgcnn-so2``: the same DGCNN averaged over the PCA frame of each centred cloud
+  (:class:`kdinv.models.wrappers.FrameAveraged`: 4 copies for ``so3_3d``, 2 for ``so2_z_3d``),
+  which adds a float64 3×3 (2×2) eigendecomposition per cloud to the |F| copies;
+* ``deepsets-so3``: the ModelNet40 students' DeepSets (phi [64, 64, 64], rho [64], as the demo's)
+  on the same clouds, frame-averaged over ``so3_3d``: a cheap backbone, where the frame's own
+  cost shows most.
 
 ``forward_ms``: one eval-mode forward without gradients; ``step_ms``: one training step (train
 mode, cross-entropy, backward, Adam). After warm-up, plain and averaged runs alternate (so a
 passing load hits both alike); the medians of ``--reps`` runs are reported with ``ratio`` =
-averaged / plain, to compare with |G|, and the fastest runs with their ratio ``ratio_min`` (as
+averaged / plain, to compare with |G| (|F|), and the fastest runs with their ratio ``ratio_min`` (as
 ``timeit`` does: other processes only ever add time, so on a shared machine the fastest run is
 the better estimate).
 """
@@ -35,12 +42,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from kdinv.models import build_model  # noqa: E402
-from kdinv.models.wrappers import GroupAveraged  # noqa: E402
-from kdinv.symmetry.transforms import group_order  # noqa: E402
+from kdinv.models import build_model
+from kdinv.models.wrappers import averaged as average
+from kdinv.symmetry.catalog import TRANSFORM_INFO
 
 DGCNN_SMALL = {
     "k": 10,
@@ -53,7 +60,16 @@ CASES = {
     # name: (arch, params, input shape, classes, batch, group)
     "resnet": ("resnet18_aps", {"width": 16}, (1, 32, 32), 10, 64, "rot90_2d"),
     "dgcnn": ("dgcnn", DGCNN_SMALL, (256, 3), 40, 16, "rot90_z_3d"),
+    "dgcnn-so3": ("dgcnn", DGCNN_SMALL, (256, 3), 40, 16, "so3_3d"),
+    "dgcnn-so2": ("dgcnn", DGCNN_SMALL, (256, 3), 40, 16, "so2_z_3d"),
+    "deepsets-so3": ("deepsets", {"phi": [64, 64, 64], "rho": [64]}, (256, 3), 40, 16, "so3_3d"),
 }
+
+
+def copies(group: str) -> int:
+    """|G| for a finite group, |F| (the frame's size) for a rotation group."""
+    info = TRANSFORM_INFO[group]
+    return info.group_order or info.frame_size
 
 
 def _forward(model, x, y, opt):
@@ -79,7 +95,7 @@ def bench(name: str, reps: int, warmup: int) -> list[dict]:
     arch, params, shape, classes, batch, group = CASES[name]
     torch.manual_seed(0)
     plain = build_model(arch, params, shape, classes)
-    averaged = GroupAveraged(copy.deepcopy(plain), group)
+    averaged = average(copy.deepcopy(plain), group)
     x = torch.randn(batch, *shape)
     y = torch.randint(0, classes, (batch,))
     models = {"plain": plain, "averaged": averaged}
@@ -96,7 +112,7 @@ def bench(name: str, reps: int, warmup: int) -> list[dict]:
         med = {k: statistics.median(v) for k, v in times.items()}
         fastest = {k: min(v) for k, v in times.items()}
         rows.append({
-            "model": name, "group": group, "order": group_order(group), "batch": batch,
+            "model": name, "group": group, "order": copies(group), "batch": batch,
             "case": case, "plain": med["plain"], "averaged": med["averaged"],
             "ratio": med["averaged"] / med["plain"],
             "plain_min": fastest["plain"], "averaged_min": fastest["averaged"],
@@ -111,18 +127,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case first")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument(
-        "--models", nargs="+", choices=sorted(CASES), default=sorted(CASES, reverse=True)
+        "--models", nargs="+", choices=sorted(CASES), default=list(CASES)
     )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, "
           f"median of {args.reps} runs after {args.warmup} warm-up")  # fmt: skip
-    print(f"{'model':8s} {'group':11s} {'|G|':>3s} {'batch':>5s} {'case':11s} {'plain':>9s} "
+    print(f"{'model':12s} {'group':11s} {'|G|':>3s} {'batch':>5s} {'case':11s} {'plain':>9s} "
           f"{'averaged':>9s} {'ratio':>6s} {'plain_min':>9s} {'avg_min':>9s} {'ratio_min':>9s}")
     for name in args.models:
         for r in bench(name, args.reps, args.warmup):
-            print(f"{r['model']:8s} {r['group']:11s} {r['order']:3d} {r['batch']:5d} "
+            print(f"{r['model']:12s} {r['group']:11s} {r['order']:3d} {r['batch']:5d} "
                   f"{r['case']:11s} {r['plain']:9.1f} {r['averaged']:9.1f} {r['ratio']:6.2f} "
                   f"{r['plain_min']:9.1f} {r['averaged_min']:9.1f} {r['ratio_min']:9.2f}",
                   flush=True)  # fmt: skip

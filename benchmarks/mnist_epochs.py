@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from kdinv.distill.losses import kd_loss  # noqa: E402
-from kdinv.models import build_model  # noqa: E402
-from kdinv.symmetry.transforms import make_augmentation  # noqa: E402
-from kdinv.training import TrainConfig, fit, outputs_loss, pick_device, predict  # noqa: E402
+from kdinv.distill.losses import kd_loss
+from kdinv.models import build_model
+from kdinv.symmetry.transforms import make_augmentation
+from kdinv.training import TrainConfig, fit, outputs_loss, pick_device, predict
 
 SHAPE = (1, 32, 32)
 MODELS = {
@@ -54,8 +54,19 @@ def time_epoch(name, arch, params, x, y, xv, yv, device, loss_fn=F.cross_entropy
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     start = time.perf_counter()
-    fit(model, x, y if targets is None else targets, xv, yv, outputs_loss(loss_fn), cfg, torch.Generator().manual_seed(0),
-        device, augment=augment, name=name)
+    fit(
+        model,
+        x,
+        y if targets is None else targets,
+        xv,
+        yv,
+        outputs_loss(loss_fn),
+        cfg,
+        torch.Generator().manual_seed(0),
+        device,
+        augment=augment,
+        name=name,
+    )
     _sync(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")

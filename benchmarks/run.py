@@ -75,17 +75,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import yaml  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, TensorDataset
 
-from kdinv.symmetry.transforms import make_augmentation  # noqa: E402
-from kdinv.distill.losses import kd_loss  # noqa: E402
-from kdinv.models import build_model  # noqa: E402
-from kdinv.models.wrappers import Standardized  # noqa: E402
-from kdinv.distill.losses import recipe_loss  # noqa: E402
-from kdinv.training import Batch, TrainConfig, pick_device, predict  # noqa: E402
+from kdinv.data.kinds import KINDS
+from kdinv.distill.losses import (
+    kd_loss,
+    recipe_loss,
+)
+from kdinv.models import build_model
+from kdinv.models.wrappers import Standardized
+from kdinv.symmetry.transforms import make_augmentation
+from kdinv.training import Batch, TrainConfig, pick_device, predict
 
 RECIPE_CASES = [  # (name, recipe spec, the teacher runs every step)
     ("augmented", {"recipe": "augmented"}, False),
@@ -95,12 +98,13 @@ RECIPE_CASES = [  # (name, recipe spec, the teacher runs every step)
 ]
 RECIPE_TARGETS = {"recipe:augmented": ("ratio_vs_aug_train", 1.15), "recipe:consistency": ("ratio_vs_plain", 2.3)}
 
-# Official training splits; the folds' training part is (folds - 1) / folds of it (config: 5).
-TRAIN_SPLIT = {
-    "mnist": 60_000,  # MNIST train-images-idx3-ubyte: 60,000 images -> 48,000 per fold
-    "modelnet40": 9_843,  # ModelNet40 train meshes (kdinv/data/modelnet.py) -> ~7,874 per fold
-    "jets": 630_000,  # hls4ml_LHCjet_150p_train, Zenodo 3602260 (approx.) -> ~504,000 per fold
-}
+# Official training splits (each kind's train_size, kdinv/data/kinds.py); the folds' training
+# part is (folds - 1) / folds of it (config: 5).
+TRAIN_SPLIT = {name: kind.train_size for name, kind in KINDS.items()}
+_SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+DATASET_DEFAULTS = {key: spec["default"] for key, spec in
+                    _SCHEMA["properties"]["datasets"]["additionalProperties"]["properties"].items()
+                    if "default" in spec}
 COLUMNS = ["row", "model", "role", "case", "path", "batch", "steps", "samples_per_s", "step_ms",
            "data_ms", "data_share", "aug_ms", "peak_mem_mb", "ratio_vs_plain", "ratio_vs_aug_train", "note"]
 SMALL_MODELS = ("mlp", "jet-mlp", "jet-deepsets", "jet-deepsets-prime")  # the data-share targets
@@ -113,15 +117,13 @@ CHUNKS = 30  # timed chunks per case; the fastest is reported
 
 
 def dataset_shape(ds: dict, scale: str) -> tuple[tuple[int, ...], int]:
-    """(per-sample input shape, classes) of a dataset entry of the config."""
-    if ds["kind"] == "mnist":
-        side = ds.get("pad_to") or 28
-        return (1, side, side), 10
-    if ds["kind"] == "modelnet40":
-        return (ds["num_points"] if scale == "paper" else 128, 3), 40
-    if ds["kind"] == "jets":
-        return (ds["n_constituents"], 3), 5
-    raise ValueError(f"unknown dataset kind {ds['kind']!r}")
+    """(per-sample input shape, classes) of a dataset entry of the config, as its kind declares
+    them (kdinv/data/kinds.py); keys the entry leaves out take the schema's defaults."""
+    kind = KINDS[ds["kind"]]
+    ds = {**DATASET_DEFAULTS, **ds}
+    if kind.name == "modelnet40" and scale != "paper":
+        ds["num_points"] = 128
+    return kind.sample_shape(ds), kind.classes
 
 
 def shrink(model: dict, kind: str) -> dict:
@@ -473,8 +475,7 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 def print_checks(results: list[dict]) -> None:
-    print("\nchecks (project targets: distill/plain <= %.2f, data share <= %d %%):"
-          % (RATIO_TARGET, 100 * SHARE_TARGET))
+    print(f"\nchecks (project targets: distill/plain <= {RATIO_TARGET:.2f}, data share <= {100 * SHARE_TARGET:.0f} %):")
     by = {(r["row"], r["model"], r["case"], r["path"]): r for r in results}
     for r in results:
         if r["case"] == "distill" and r["path"] == "project" and "ratio_vs_plain" in r:

@@ -1,10 +1,10 @@
-# What a SLURM run checks before its first submission (kdinv/cluster.py, docs/cluster.md).
+# What a SLURM run checks before its first submission (kdinv/launch/slurm.py, docs/cluster.md).
 
 import os
 
 from snakemake.exceptions import WorkflowError
 
-from kdinv.cluster import (
+from kdinv.launch.slurm import (
     NotInForce,
     forward_sigterm_to_jobs,
     gpu_jobs_without_partition,
@@ -35,14 +35,14 @@ if workflow.is_main_process:
 #
 # And where the cluster tracks processes with proctrack/cgroup (most do), SLURM sends that
 # SIGTERM to the step's task only, this Snakemake, never to the script: Snakemake forwards it to
-# the script (kdinv/cluster.py forward_sigterm_to_jobs). Without it the local cluster with
+# the script (kdinv/launch/slurm.py forward_sigterm_to_jobs). Without it the local cluster with
 # proctrack/cgroup showed no job saving on --signal, scancel or preemption.
 if not workflow.is_main_process and "SLURM_JOB_ID" in os.environ:
     shell.prefix("set -euo pipefail; exec ")
     if not forward_sigterm_to_jobs():
         logger.warning(
             "this Snakemake has no JobScheduler.exit_gracefully: SIGTERM is not forwarded "
-            "to the job's script, which may then not save its resume state (kdinv/cluster.py)"
+            "to the job's script, which may then not save its resume state (kdinv/launch/slurm.py)"
         )
 
 
@@ -76,5 +76,5 @@ onstart:
                 "SIGTERM that makes them save their resume state reaches nothing (docs/cluster.md)"
             )
         logger.info(
-            "SLURM: the workflow's fix of job states is in force (kdinv/cluster.py)"
+            "SLURM: the workflow's fix of job states is in force (kdinv/launch/slurm.py)"
         )

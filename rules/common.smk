@@ -6,11 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from kdinv.config import (
-    DATASET_INPUTS,
     canonical,
     config_warnings,
     variants_by_id,
-    dataset_url,
     derive_seed,
     distillations,
     fidelity_references,
@@ -20,8 +18,9 @@ from kdinv.config import (
     trained_runs,
     validate_config,
 )
+from kdinv.data.kinds import KINDS, dataset_url, source_spec
 from kdinv.distill.recipes import variant_attributes
-from kdinv.gpus import machine_gpus
+from kdinv.launch.gpus import machine_gpus
 from kdinv.paths import (
     DISTILL,
     EVALUATION,
@@ -45,7 +44,7 @@ ON_GPU = config["device"] != "cpu"
 VARIANTS = variants_by_id(config)  # recipe variant id -> Variant ("plain": the paper's)
 METHODS = [method_of(v) for v in VARIANTS]
 GPU_SHARDS = config["job_resources"]["gpu_shards"]
-# A local run spreads its GPU jobs over the machine's GPUs (config local_gpus; kdinv/gpus.py): the
+# A local run spreads its GPU jobs over the machine's GPUs (config local_gpus; kdinv/launch/gpus.py): the
 # default profile's cap of one GPU (gpu_percent=100) becomes 100 per GPU, and each job takes a GPU
 # with room for its share when it starts. Not under SLURM, which gives each job its own GPU (the
 # SLURM profile sets no gpu_percent cap).
@@ -224,35 +223,31 @@ def distill_seed(w):
     return derive_seed(config["seed"], "distill", *parts)
 
 
-# The keys each source reads, per kind; only these enter the fetch job's params.
-_SOURCE_KEYS = {
-    "download": {"mnist": [], "modelnet40": [], "jets": []},
-    "local": {
-        "mnist": ["local_dir", "verify_checksums"],
-        "modelnet40": ["local_dir"],
-        "jets": ["local_dir"],
-    },
-    "offline": {
-        "mnist": ["offline_test_fraction"],
-        "modelnet40": ["offline_train_per_class", "offline_test_per_class"],
-        "jets": ["offline_files", "offline_jets_per_file"],
-    },
-}
-
-
 def fetch_spec(w):
     """Only the keys the chosen source uses, so that e.g. a new mirror URL does not rerun an
     offline data set and its whole downstream."""
     ds = config["datasets"][w.dataset]
-    spec = {
-        "source": ds["source"],
-        **{k: ds[k] for k in _SOURCE_KEYS[ds["source"]][ds["kind"]]},
-    }
+    spec = source_spec(ds)
     if ds["source"] == "download":
         spec["url"] = dataset_url(ds)
     if ds["source"] == "offline":
         spec["seed"] = derive_seed(config["seed"], "offline", w.dataset)
     return canonical(spec)
+
+
+def raw_files(kind):
+    """The fetch job's outputs of a dataset kind (kdinv/data/kinds.py), its prepare job's inputs."""
+    return [f"resources/{{dataset}}/raw/{name}" for name in kind.raw_files]
+
+
+def prepare_params(kind):
+    """The prepare job's params: the kind's dataset keys and, if it draws, its seed."""
+    params = {key: dataset_param(key) for key in kind.prepare_keys}
+    if kind.prepare_seed is not None:
+        params["seed"] = lambda w, label=kind.prepare_seed: derive_seed(
+            config["seed"], label, w.dataset
+        )
+    return params
 
 
 def fetch_retries():
@@ -381,7 +376,7 @@ def evaluation_params(runs):
         "device": config["device"],
         "batch_size": config["evaluation"]["batch_size"],
         "measures": lambda w: {
-            "input_kind": DATASET_INPUTS[config["datasets"][w.dataset]["kind"]],
+            "input_kind": KINDS[config["datasets"][w.dataset]["kind"]].data,
             "samples": config["evaluation"]["measure_samples"],
             "seed": derive_seed(config["seed"], "measures", w.dataset, w.fold),
         },

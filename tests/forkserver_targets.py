@@ -1,4 +1,4 @@
-"""Jobs for tests/unit/test_forkserver.py, named as ``forkserver_targets:<function>``; they run in
+"""Jobs for tests/unit/launch/test_forkserver.py, named as ``forkserver_targets:<function>``; they run in
 a child of the fork server or, for comparison, in the client's own process."""
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ back as with ``map_location="cpu"``, as :func:`kdinv.io.load_tensors` loads).
 from __future__ import annotations
 
 import contextlib
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +166,7 @@ class StandInAutocast(TorchFunctionMode):
     (a cast autograd records, as autocast's), so they compute and return ``dtype``; ``ops`` counts
     them. Everything else runs as it is (reductions, softmax, the losses in float32)."""
 
-    LOWER_PRECISION = {F.linear, F.conv1d, F.conv2d, torch.matmul, torch.mm, torch.bmm, torch.einsum,
+    LOWER_PRECISION: ClassVar[set] = {F.linear, F.conv1d, F.conv2d, torch.matmul, torch.mm, torch.bmm, torch.einsum,
                        torch.Tensor.matmul, torch.Tensor.__matmul__}
 
     def __init__(self, dtype: torch.dtype = torch.bfloat16):

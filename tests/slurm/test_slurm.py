@@ -39,7 +39,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "workflow"))
-from test_workflow import ROOT, copy_workflow  # noqa: E402
+from test_workflow import ROOT, copy_workflow
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
@@ -77,13 +77,14 @@ SLICE = {
         "jets": {"source": "offline", "offline_files": {"train": 2, "val": 1}, "offline_jets_per_file": 1000},
     },
     "models": {
-        # long enough (about a minute) to be cancelled part-way, to run on for the 30 s SLURM may
-        # take to send SIGTERM after the test shortened its time limit, and to be preempted
-        # part-way after that (when resumed)
+        # long enough (45 s on an idle 2-core machine, 0.1 s an epoch; minutes under load) to be
+        # cancelled part-way, to run on for the 30 s SLURM may take to send SIGTERM after the test
+        # shortened its time limit, and to be preempted part-way after that (when resumed); at 150
+        # epochs an idle machine finished it in 16 s, before the SIGTERM came
         "jet-deepsets": {
             "params": {"phi": [32, 32, 32], "rho": [32]},
             "training": {
-                "epochs": 150, "batch_size": 16, "lr": 2.9e-3, "patience": None, "eval_batch_size": 4096,
+                "epochs": 450, "batch_size": 16, "lr": 2.9e-3, "patience": None, "eval_batch_size": 4096,
             },
         },
         "jet-deepsets-prime": {"training": {"epochs": 4, "batch_size": 128, "lr": 2.9e-3, "patience": None}},
@@ -114,13 +115,14 @@ def cluster():
     script = HERE / "start-local-slurm.sh"
     env = {**os.environ, **CLUSTER}
     proc = subprocess.run(
-        ["timeout", "300", "bash", str(script), "start"], env=env, capture_output=True, text=True
+        ["timeout", "300", "bash", str(script), "start"], env=env, capture_output=True, text=True,
+        check=False,
     )
     assert proc.returncode == 0, (
         f"the local SLURM cluster did not start:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
     yield
-    subprocess.run(["timeout", "60", "bash", str(script), "stop"], env=env, capture_output=True, text=True)
+    subprocess.run(["timeout", "60", "bash", str(script), "stop"], env=env, capture_output=True, text=True, check=False)
 
 
 def _slice_workdir(dest: Path) -> Path:
@@ -145,7 +147,7 @@ def _running(partition: str | None = None) -> list[str]:
     args = ["squeue", "--noheader", "--states=RUNNING", "--format=%i"]
     if partition:
         args += ["--partition", partition]
-    return subprocess.run(args, capture_output=True, text=True, timeout=30).stdout.split()
+    return subprocess.run(args, capture_output=True, text=True, timeout=30, check=False).stdout.split()
 
 
 def _log_state(path: Path) -> tuple[str | None, int, int, str]:
@@ -163,7 +165,7 @@ def _resumed_at(text: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _training_runs(events: "Events", log: str, job: str) -> list[str]:
+def _training_runs(events: Events, log: str, job: str) -> list[str]:
     """The texts of the runs of one SLURM job that reached training (logged an epoch). A run
     that ended while starting up (a requeued job can be preempted again before it reads its
     resume state) shows neither a fresh start nor a resumption."""
@@ -185,7 +187,8 @@ def _seconds(text: str) -> float:
 def _elapsed(job: str) -> int:
     """Seconds a running job has run."""
     text = subprocess.run(
-        ["squeue", "--noheader", "--jobs", job, "--format=%M"], capture_output=True, text=True, timeout=30
+        ["squeue", "--noheader", "--jobs", job, "--format=%M"], capture_output=True, text=True, timeout=30,
+        check=False,
     ).stdout.strip()
     return int(_seconds(text))
 
@@ -337,7 +340,7 @@ def _start_stuck(done: Path, base: Path, kind: str) -> tuple[subprocess.Popen, P
          "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "stuck.yaml",
          "--forcerun", STUCK_TARGET, "--retries", "0", "--set-resources", *STUCK[kind],
          "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
-        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
+        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 - open while the run lasts
     )
     return proc, out
 
@@ -360,7 +363,7 @@ def _start_oom(done: Path, base: Path) -> tuple[subprocess.Popen, Path]:
          "--workflow-profile", "profiles/slurm", "--configfile", "slice.yaml", "oom.yaml",
          "--forcerun", OOM_TARGET, "--retries", "1",
          "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
-        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,
+        cwd=workdir, stdout=open(out, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 - open while the run lasts
     )
     return proc, out
 
@@ -373,7 +376,7 @@ def slurm_run(cluster, tmp_path_factory):
     slurm_dir = _slice_workdir(base / "slurm")
     local_dir = _slice_workdir(base / "local")
     started = time.monotonic()
-    local_out = open(base / "local.out", "w")
+    local_out = open(base / "local.out", "w")  # noqa: SIM115 - open while the local run lasts
     # niced: it only has to finish by the end, while the SLURM run's jobs wait on each other
     local = subprocess.Popen(
         ["timeout", "-s", "INT", "-k", "30", str(RUN_TIMEOUT), "nice", "-n", "10", *SNAKEMAKE, TARGET,
@@ -519,7 +522,7 @@ def test_every_job_ran_on_slurm_and_gpu_rules_got_a_gpu(slurm_run):
     for train_log in (workdir / "logs/train_model").rglob("*.log"):
         assert re.search(r"SLURM job \d+ on \S+, CUDA_VISIBLE_DEVICES=\d", train_log.read_text()), train_log
     prepare = (workdir / "logs/prepare_jets/jets.log").read_text()
-    assert re.search(r"SLURM job \d+ on \S+, CUDA_VISIBLE_DEVICES=$", prepare, re.M), prepare
+    assert re.search(r"SLURM job \d+ on \S+, CUDA_VISIBLE_DEVICES=$", prepare, re.MULTILINE), prepare
 
 
 def test_the_metrics_equal_those_of_the_same_slice_run_locally(slurm_run):
@@ -593,7 +596,7 @@ def big_state_run(slurm_run, tmp_path_factory):
          "--forcerun", BIG_TARGET, "--retries", "1",
          "--set-resources", "train_model:slurm_partition='debug'", "train_model:mem_mb=3000",
          "--slurm-init-seconds-before-status-checks", "4", "--seconds-between-status-checks", "2"],
-        cwd=workdir, stdout=open(out_path, "w"), stderr=subprocess.STDOUT,
+        cwd=workdir, stdout=open(out_path, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115 - open while the run lasts
     )
     log, state = workdir / BIG_LOG, workdir / Path(BIG_TARGET).with_name("resume.pt")
     signalled, logs, biggest = None, {}, 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from bad_configs import BAD, apply_change
-from kdinv.paths import format_number as format_temperature
+
 from kdinv.config import (
     ConfigError,
     derive_seed,
@@ -16,6 +15,7 @@ from kdinv.config import (
     trained_runs,
     validate_config,
 )
+from kdinv.paths import format_number as format_temperature
 
 
 def test_paper_and_demo_configs_are_valid(paper_config, demo_config, schema):
@@ -142,3 +142,26 @@ def test_the_memory_check_uses_the_configured_sizes(paper_config, schema):
     cfg["job_resources"]["mem_mb"] = 500  # MNIST's 234 MiB split, three copies: too much
     with pytest.raises(ConfigError, match=r"datasets\.mnist\.pad_to: the training split would take about 234 MB"):
         validate_config(cfg, schema)
+
+
+def test_the_run_settings_record_the_sources_the_versions_and_the_config(demo_config, tmp_path):
+    """results/run_settings.yaml: each dataset's source, the installed versions (torch's own),
+    "not installed" for a package that is not, and the config as given, in a YAML file."""
+    import platform
+
+    import torch
+    import yaml
+
+    from kdinv.config import run_settings, write_run_settings
+
+    torch_version = torch.__version__.split("+")[0]  # the distribution's version, without the build
+    settings = run_settings(demo_config, packages=("torch", "no-such-package-kdinv"))
+    assert settings["packages"] == {"torch": torch_version, "no-such-package-kdinv": "not installed"}
+    assert settings["data_sources"] == {name: ds["source"] for name, ds in demo_config["datasets"].items()}
+    assert settings["python"] == platform.python_version()
+    out = tmp_path / "run_settings.yaml"
+    write_run_settings(demo_config, out)
+    written = yaml.safe_load(out.read_text())
+    assert list(written) == ["data_sources", "python", "platform", "packages", "config"]
+    assert written["config"] == demo_config and written["packages"]["torch"] == torch_version
+    assert not list(tmp_path.glob("*.tmp"))

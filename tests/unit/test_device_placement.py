@@ -19,6 +19,8 @@ import signal
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import toy_sets
+from standin_device import STANDIN, DeviceMismatch, StandInAutocast, standin_accelerator
 
 from kdinv import training
 from kdinv.data.splits import load_fold, load_split, save_split, write_folds
@@ -26,9 +28,7 @@ from kdinv.evaluation import evaluate_runs, teacher_gate
 from kdinv.io import load_tensors
 from kdinv.jobs import distill_student, train_model
 from kdinv.models.checkpoint import load_model
-from kdinv.training import TrainConfig, TrainingInterrupted, fit, outputs_loss
-from standin_device import STANDIN, DeviceMismatch, StandInAutocast, standin_accelerator
-from conftest import toy_sets
+from kdinv.training import Resume, TrainConfig, TrainingInterrupted, fit, outputs_loss
 
 DEVICE = str(STANDIN)
 PERM = {"transform": "permute_set"}
@@ -173,6 +173,7 @@ def test_the_teacher_gate_float32_then_float64(caplog):
     assert found["permutation"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_evaluation_of_trained_distilled_and_averaged_models(trained, data, tmp_path, monkeypatch):
     """With the invariance measures: the orbit gap and the controls run on the stand-in; the Lie
     derivative is left out here (forward-mode autodiff does not run on the stand-in's tensor
@@ -225,7 +226,7 @@ def test_resume_from_a_saved_state_on_the_accelerator(data, tmp_path):
             return base(m, batch)
 
         return fit(model, x[tr], y[tr], x[va], y[va], loss, cfg, torch.Generator().manual_seed(1),
-                   STANDIN, resume=resume, seed=4)[0]
+                   STANDIN, resume=Resume(resume), seed=4)[0]
 
     with standin_accelerator():
         reference = run(tmp_path / "a.pt")

@@ -29,7 +29,7 @@ def parse_requirements(path: Path) -> dict[str, str]:
     pins = {}
     for raw in path.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("-r") or line.startswith("--requirement"):
+        if not line or line.startswith(("-r", "--requirement")):
             continue
         match = PIP_PIN.match(line)
         assert match, f"{path.name}: {raw!r} is not pinned as name==version"

@@ -10,11 +10,11 @@ import torch
 
 from kdinv import metrics
 from kdinv.data.splits import load_split, save_split, write_folds
-from kdinv.io import load_tensors, save_tensors
-from kdinv.symmetry.transforms import make_transform
 from kdinv.evaluation import evaluate_runs
+from kdinv.io import load_tensors, save_tensors
 from kdinv.jobs import distill_student, train_model
 from kdinv.models.checkpoint import load_model
+from kdinv.symmetry.transforms import make_transform
 from kdinv.training import predict
 
 CPU = torch.device("cpu")
@@ -107,6 +107,7 @@ def test_train_model_with_a_symmetry(files, teacher, tmp_path):
     assert not all(torch.equal(plain[k], augmented[k]) for k in plain)
 
 
+@pytest.mark.slow
 def test_train_model_is_deterministic(files, tmp_path):
     a = run_train(files, tmp_path / "a", seed=5, symmetry=SHIFT)
     b = run_train(files, tmp_path / "b", seed=5, symmetry=SHIFT)
@@ -151,6 +152,7 @@ def test_distill_student_writes_a_checkpoint(files, teacher, tmp_path):
     assert metrics.accuracy(student, y[val_idx]) == pytest.approx(ckpt["best_val_accuracy"])
 
 
+@pytest.mark.slow
 def test_student_learns_from_the_teacher_logits_not_the_labels(tmp_path):
     """The labels of the fold's training part are random; only the (correct, confident) teacher
     logits carry the rule, so a student reaches a high validation accuracy only by using them."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import inspect
 
-from kdinv.config import AUGMENT_KEYS, KIND_KEYS
+from kdinv.config import AUGMENT_KEYS
+from kdinv.data.kinds import KINDS, SHARED_KEYS, SOURCES
 from kdinv.data.scaling import METHODS
 from kdinv.distill.losses import KD_DIRECTIONS
 from kdinv.models import ARCHITECTURES
@@ -62,7 +63,10 @@ def test_transforms_match_the_schema(schema):
 
 def test_dataset_kinds_and_options_match_the_schema(schema):
     dataset = schema["properties"]["datasets"]["additionalProperties"]["properties"]
-    assert set(dataset["kind"]["enum"]) == set(KIND_KEYS)
+    assert set(dataset["kind"]["enum"]) == set(KINDS)
+    assert tuple(dataset["source"]["enum"]) == SOURCES
+    for kind in KINDS.values():  # every key a kind reads is a dataset key of the schema
+        assert {*kind.own_keys, *SHARED_KEYS} <= set(dataset), kind.name
     assert set(dataset["input_scaling"]["enum"]) == {"none", *METHODS}
     assert set(schema["properties"]["kd_direction"]["enum"]) == set(KD_DIRECTIONS)
     assert set(schema["properties"]["precision"]["enum"]) == set(PRECISIONS)
@@ -84,11 +88,12 @@ def test_torch_free_catalogs_name_the_same_things():
 
 
 def test_recipes_match_the_schema(schema):
-    from kdinv.distill.recipes import LIST_PARAMS, RECIPES, USES_SYMMETRY
+    from kdinv.distill.recipes import RECIPES
 
     recipes = schema["properties"]["recipes"]["properties"]
     assert set(recipes) == set(RECIPES)
     for name, entry in recipes.items():
-        params = set(entry["properties"])
-        expected = {"direction", *LIST_PARAMS.get(name, ()), *(("symmetry",) if name in USES_SYMMETRY else ())}
-        assert params == expected, name
+        recipe = RECIPES[name]
+        expected = {"direction", *recipe.param_keys, *(("symmetry",) if recipe.needs_symmetry else ())}
+        assert set(entry["properties"]) == expected, name
+        assert set(entry.get("required", ())) == set(recipe.param_keys), name

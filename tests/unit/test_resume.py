@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import toy_image_folds
+
 from kdinv.io import load_tensors
-from kdinv.training import TrainConfig, fit, outputs_loss, seed_everything
+from kdinv.training import Resume, TrainConfig, fit, outputs_loss, seed_everything
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,6 +80,7 @@ def assert_same_run(out: Path, reference) -> None:
     assert not (out / "resume.pt").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_and_matches(data, reference, tmp_path):
     proc = start(data, tmp_path)
     wait_for_epoch(tmp_path / "resume.pt", 3, proc)
@@ -93,6 +94,7 @@ def test_sigkill_then_rerun_resumes_and_matches(data, reference, tmp_path):
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_nonzero_and_resumes_exactly(data, reference, tmp_path):
     proc = start(data, tmp_path)
     wait_for_epoch(tmp_path / "resume.pt", 2, proc)
@@ -107,6 +109,7 @@ def test_sigterm_saves_exits_nonzero_and_resumes_exactly(data, reference, tmp_pa
     assert_same_run(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_sigusr1_is_handled_like_sigterm(data, tmp_path):
     proc = start(data, tmp_path)
     wait_for_epoch(tmp_path / "resume.pt", 2, proc)
@@ -116,6 +119,7 @@ def test_sigusr1_is_handled_like_sigterm(data, tmp_path):
     assert (tmp_path / "resume.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_state_of_another_configuration_is_ignored(tmp_path):
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-2)
@@ -125,7 +129,7 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path):
         model = torch.nn.Linear(4, 2)
         return fit(model, x, y, x, y, outputs_loss(torch.nn.functional.cross_entropy),
                    TrainConfig(**{**cfg.__dict__, "epochs": epochs}), torch.Generator().manual_seed(0),
-                   torch.device("cpu"), resume=tmp_path / "resume.pt", fingerprint=fingerprint)
+                   torch.device("cpu"), resume=Resume(tmp_path / "resume.pt", fingerprint=fingerprint))
 
     run("a", 2)
     assert load_tensors(tmp_path / "resume.pt")["epoch"] == 3
@@ -135,8 +139,9 @@ def test_resume_state_of_another_configuration_is_ignored(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_resume_state_is_saved_every_resume_every_epochs(tmp_path, monkeypatch):
-    import kdinv.training as training
+    from kdinv import training
 
     saved_epochs = []
     original = training.save_tensors
@@ -151,10 +156,11 @@ def test_resume_state_is_saved_every_resume_every_epochs(tmp_path, monkeypatch):
     seed_everything(0)
     fit(torch.nn.Linear(4, 2), x, y, x, y, outputs_loss(torch.nn.functional.cross_entropy),
         TrainConfig(epochs=7, batch_size=16, lr=1e-2), torch.Generator().manual_seed(0),
-        torch.device("cpu"), resume=tmp_path / "resume.pt", resume_every=3, fingerprint="f")
+        torch.device("cpu"), resume=Resume(tmp_path / "resume.pt", every=3, fingerprint="f"))
     assert saved_epochs == [4, 7]  # after epochs 3 and 6, each naming the epoch to continue at
 
 
+@pytest.mark.slow
 def test_per_batch_randomness_resumes_exactly_inside_an_epoch(tmp_path):
     """A batch loss that draws its own randomness from ``batch.generator`` (as the distillation
     recipes do: a transform per step, a mixing coefficient) is seeded from (seed, epoch, step)
@@ -181,7 +187,7 @@ def test_per_batch_randomness_resumes_exactly_inside_an_epoch(tmp_path):
         seed_everything(0)
         model = torch.nn.Linear(4, 2)
         state, _ = fit(model, x, y, x, y, loss, cfg, torch.Generator().manual_seed(0), torch.device("cpu"),
-                       resume=resume, fingerprint="f", seed=seed)
+                       resume=Resume(resume, fingerprint="f"), seed=seed)
         return state
 
     uninterrupted = run(noisy_loss(False))
@@ -199,7 +205,7 @@ def test_per_batch_randomness_resumes_exactly_inside_an_epoch(tmp_path):
 def test_cuda_generators_are_saved_and_restored(tmp_path, monkeypatch):
     """On a GPU dropout draws from each device's generator: the resume state holds them and a
     resumed run restores them (the CUDA calls are stood in for on the CPU)."""
-    import kdinv.training as training
+    from kdinv import training
 
     fake = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
     restored = {}
@@ -213,7 +219,7 @@ def test_cuda_generators_are_saved_and_restored(tmp_path, monkeypatch):
         seed_everything(0)
         return fit(torch.nn.Linear(4, 2), x, y, x, y, outputs_loss(torch.nn.functional.cross_entropy),
                    TrainConfig(epochs=epochs, batch_size=16, lr=1e-2), torch.Generator().manual_seed(0),
-                   torch.device("cpu"), resume=tmp_path / "resume.pt", fingerprint="f")
+                   torch.device("cpu"), resume=Resume(tmp_path / "resume.pt", fingerprint="f"))
 
     run(2)
     saved = load_tensors(tmp_path / "resume.pt")["rng"]
@@ -238,10 +244,12 @@ def test_resume_state_waits_resume_minutes_between_saves(tmp_path, monkeypatch):
     minute of a fake clock: 4 batches per epoch, so a save every third epoch at 10 minutes)."""
     import types
 
-    import kdinv.training as training
+    from kdinv import training
 
     clock = [0.0]
-    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=time.perf_counter, monotonic=lambda: clock[0]))
+    monkeypatch.setattr(
+        training, "time", types.SimpleNamespace(perf_counter=time.perf_counter, monotonic=lambda: clock[0])
+    )
     saved = []
     original = training.save_tensors
 
@@ -257,7 +265,16 @@ def test_resume_state_waits_resume_minutes_between_saves(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "save_tensors", recording)
     x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
     seed_everything(0)
-    fit(torch.nn.Linear(4, 2), x, y, x, y, outputs_loss(loss), TrainConfig(epochs=7, batch_size=16, lr=1e-2),
-        torch.Generator().manual_seed(0), torch.device("cpu"), resume=tmp_path / "resume.pt",
-        resume_every=1, resume_minutes=10, fingerprint="f")
+    fit(
+        torch.nn.Linear(4, 2),
+        x,
+        y,
+        x,
+        y,
+        outputs_loss(loss),
+        TrainConfig(epochs=7, batch_size=16, lr=1e-2),
+        torch.Generator().manual_seed(0),
+        torch.device("cpu"),
+        resume=Resume(tmp_path / "resume.pt", every=1, minutes=10, fingerprint="f"),
+    )
     assert saved == [(4, 720.0), (7, 1440.0)]  # after epochs 3 and 6 (minutes 12 and 24)

@@ -187,6 +187,7 @@ def _without_seconds(history):
     return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
+@pytest.mark.slow
 def test_same_seed_is_bit_identical_and_another_seed_differs(data):
     def noisy(x, generator):  # random augmentation: the generator must drive it too
         return x + 0.1 * torch.randn(x.shape, generator=generator)
@@ -267,7 +268,7 @@ def test_model_trains_on_augmented_inputs_and_validates_on_plain(data):
 
 def test_checkpoint_contents_and_safe_round_trip(data, tmp_path):
     cfg = TrainConfig(epochs=4, batch_size=32, lr=1e-2, patience=3, lr_patience=1)
-    model, state, history = run_fit(data, cfg=cfg, seed=3)
+    _model, state, history = run_fit(data, cfg=cfg, seed=3)
     ckpt = checkpoint(
         state, "mlp", {"hidden": [16]}, (DIM,), 2, cfg, history, {"model": "mlp", "fold": 1}, seed=3
     )
@@ -358,7 +359,7 @@ def _fit_recording_dtypes(data, precision, loss_fn=F.cross_entropy, targets=None
 
 def test_bf16_is_not_used_on_the_cpu_by_default(data):
     """precision=bf16 acts only on GPUs: on the CPU the run is exactly the float32 run."""
-    _, state32, hist32, seen32 = _fit_recording_dtypes(data, "float32")
+    _, state32, hist32, _seen32 = _fit_recording_dtypes(data, "float32")
     _, state16, hist16, seen16 = _fit_recording_dtypes(data, "bf16")
     assert seen16["hidden"] == {torch.float32}
     for k in state32:
@@ -370,7 +371,7 @@ def test_bf16_autocast_runs_the_forward_pass_in_bfloat16(data, monkeypatch):
     """Where bf16 is enabled (the CPU is enabled here in place of a GPU): the layers compute in
     bfloat16, the loss gets float32 logits, the weights and the validation stay float32, and the
     model still learns; the result differs from float32 (so the switch really switches)."""
-    import kdinv.training as training
+    from kdinv import training
 
     monkeypatch.setattr(training, "AUTOCAST_DEVICE_TYPES", ("cuda", "cpu"))
     _, state32, _, _ = _fit_recording_dtypes(data, "float32")
@@ -391,7 +392,7 @@ def test_bf16_autocast_runs_the_forward_pass_in_bfloat16(data, monkeypatch):
 
 
 def test_bf16_distillation_gets_float32_logits_into_the_kd_loss(data, monkeypatch):
-    import kdinv.training as training
+    from kdinv import training
     from kdinv.distill.losses import kd_loss
 
     monkeypatch.setattr(training, "AUTOCAST_DEVICE_TYPES", ("cuda", "cpu"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from http_server import FileServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -23,6 +24,7 @@ def run(args, cwd, check=True, timeout=1200, env=None):
     proc = subprocess.run(
         SNAKEMAKE + args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
         env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-5000:]}")
@@ -49,7 +51,7 @@ def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
     found = []
     for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", output):
         if block.startswith((f"rule {rule}:", f"localrule {rule}:")):
-            m = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+            m = re.search(r"^\s*wildcards: (.*)$", block, re.MULTILINE)
             found.append(dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {})
     return found
 
@@ -74,6 +76,7 @@ def test_snakefmt_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"],
         cwd=ROOT, capture_output=True, text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -116,6 +119,46 @@ def test_paper_scale_dag(tmp_path):
     readers = re.findall(rf"input: [^\n]*{cache}", out)
     assert len(producers) == 1  # one teacher cache per fold ...
     assert len(readers) == 2 * 4  # ... read by dsinv and dsequiv at 4 temperatures
+
+
+# The runs whose job counts README.md states ("What each run plans"), by the names it gives them.
+SCENARIOS = ("paper", "demo", "overlay", "demo overlay")
+
+
+def readme_job_counts() -> dict[str, tuple[list[str], int]]:
+    """README.md's table "What each run plans": run -> (its --configfile files, jobs planned)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### What each run plans\n", 1)[1].split("\n#", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"[\d,]+", cells[2]):
+            configs = cells[1].strip("`").split() if cells[1].startswith("`") else []
+            table[cells[0]] = (configs, int(cells[2].replace(",", "")))
+    return table
+
+
+def test_the_readme_states_the_job_counts_of_the_named_scenarios():
+    table = readme_job_counts()
+    assert sorted(table) == sorted(SCENARIOS), table
+    assert table["paper"][0] == [] and table["demo"][0] == ["config.demo.yaml"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_readme_job_counts_are_the_dags(scenario, tmp_path):
+    """A dry run of each run README.md names plans the number of jobs README.md states (the total
+    of Snakemake's job stats, the target rule `all` included), so the page cannot go stale."""
+    configs, stated = readme_job_counts()[scenario]
+    workdir = copy_workflow(tmp_path)
+    for name in configs:
+        shutil.copy(ROOT / name, workdir / name)
+    out = run(["-n", *(["--configfile", *configs] if configs else [])], cwd=workdir).stdout
+    planned = planned_jobs(out)
+    assert "all" in planned
+    assert sum(planned.values()) == stated, (
+        f"README.md says the {scenario} run plans {stated} jobs; snakemake -n plans "
+        f"{sum(planned.values())}: {planned}"
+    )
 
 
 def planned_resources(output: str) -> dict[tuple[str, str], dict[str, str]]:
@@ -170,7 +213,7 @@ def test_small_jobs_share_a_gpu(tmp_path):
 
 def test_a_run_on_a_machine_with_two_gpus_lets_jobs_use_both(tmp_path):
     """With two GPUs visible, a local run raises the default profile's cap of one GPU
-    (gpu_percent=100) to two, and its jobs learn the GPU ids (kdinv/gpus.py places each); with
+    (gpu_percent=100) to two, and its jobs learn the GPU ids (kdinv/launch/gpus.py places each); with
     local_gpus: 1, or under the CPU, it stays at one."""
     workdir = copy_workflow(tmp_path)
     for name, cfg in {"two": {"device": "cuda"}, "one": {"device": "cuda", "local_gpus": 1},
@@ -180,7 +223,7 @@ def test_a_run_on_a_machine_with_two_gpus_lets_jobs_use_both(tmp_path):
 
     def log(name):
         proc = subprocess.run(SNAKEMAKE + ["-n", "--configfile", f"{name}.yaml"], cwd=workdir, env=env,
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout + proc.stderr
 
@@ -294,7 +337,7 @@ def test_a_slurm_run_refuses_array_jobs_for_trainings(tmp_path):
 
 
 def test_a_slurm_run_with_untested_plugin_versions_stops_before_any_submission(tmp_path):
-    """The workflow patches the plugin's status query (kdinv/cluster.py); with a plugin version
+    """The workflow patches the plugin's status query (kdinv/launch/slurm.py); with a plugin version
     it was not tested with, the run stops naming the versions instead of risking runs that wait
     forever. The installed version is faked as 2.9.0 (a sitecustomize in the run's path)."""
     workdir = copy_workflow(tmp_path)
@@ -360,7 +403,9 @@ def test_smoke_run_metric_table(smoke_run):
     assert set(distilled["temperature"]) == {1.0, 4.0}
     for row in ROWS:
         sprime = distilled[(distilled["teacher"] == row["teacher_prime"]) & (distilled["model"] == row["student"])]
-        assert sorted(sprime["reference"].unique()) == sorted([f"{row['teacher_prime']}/plain", f"{row['teacher']}/plain"])
+        assert sorted(sprime["reference"].unique()) == sorted(
+            [f"{row['teacher_prime']}/plain", f"{row['teacher']}/plain"]
+        )
     for col in ["accuracy", "nll", "ece", "im"]:
         assert table[col].notna().all() and (table[col] >= 0).all()
     assert distilled[["agreement", "kl"]].notna().all().all()
@@ -415,43 +460,28 @@ def test_adding_a_temperature_plans_only_its_jobs(smoke_run):
     assert "/T8/" in proc.stdout and "/T1/" not in proc.stdout.replace("T1/fold", "")
 
 
-@pytest.fixture
-def http_server(tmp_path):
-    """A static file server on 127.0.0.1 over tmp_path/www (port chosen by the OS)."""
-    import functools
-    import http.server
-    import threading
-
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-
-
-def test_download_rule_refuses_a_corrupted_mirror(tmp_path, http_server):
+def test_download_rule_refuses_a_corrupted_mirror(tmp_path):
     """The fetch rule against a mirror whose files are not the official ones: the job fails with
     the file and both md5s in its log, and leaves no raw file behind."""
     from kdinv.data.mnist import MNIST_FILES
     from kdinv.data.offline.mnist import write_offline_mnist
 
-    www, url = http_server
+    www = tmp_path / "www"
     write_offline_mnist(www)  # valid IDX files, but not MNIST's: every md5 differs
+    mirror = FileServer({f"/{path.name}": path.read_bytes() for path in www.iterdir()})
     (tmp_path / "wf").mkdir()
     workdir = copy_workflow(tmp_path / "wf")
     (workdir / "mirror.yaml").write_text(
-        yaml.safe_dump({"datasets": {"mnist": {"source": "download", "url": url, "retries": 1}}})
+        yaml.safe_dump({"datasets": {"mnist": {"source": "download", "url": f"{mirror.url}/", "retries": 1}}})
     )
     env_clean = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    proc = subprocess.run(
-        SNAKEMAKE + ["results/mnist/data/train.pt", "--cores", "1", "--configfile", "mirror.yaml"],
-        cwd=workdir, capture_output=True, text=True, timeout=300, env=env_clean,
-    )
+    with mirror:
+        proc = subprocess.run(
+            SNAKEMAKE + ["results/mnist/data/train.pt", "--cores", "1", "--configfile", "mirror.yaml"],
+            cwd=workdir, capture_output=True, text=True, timeout=300, env=env_clean,
+            check=False,
+        )
+    assert mirror.counts(), "the rule never asked the mirror"
     assert proc.returncode != 0
     log = (workdir / "logs/fetch_mnist/mnist.log").read_text()
     first = next(iter(MNIST_FILES))
@@ -501,12 +531,13 @@ def test_killed_workflow_unlocked_and_rerun_gives_bit_identical_metrics(smoke_ru
         pd.testing.assert_frame_equal(first, second, check_exact=True, obj=target)
 
 
+@pytest.mark.slow
 def test_every_bad_config_stops_snakemake_before_any_job(tmp_path):
     """Each invalid config of tests/bad_configs.py, written as config.yaml: Snakemake exits non-zero
     with a message naming the key, and nothing is fetched or computed."""
-    from bad_configs import BAD, apply_change
-
     from concurrent.futures import ThreadPoolExecutor
+
+    from bad_configs import BAD, apply_change
 
     base = yaml.safe_load((ROOT / "config.yaml").read_text())
     base["datasets"]["mnist"]["source"] = "offline"  # were a bad config accepted, jobs would run
@@ -629,18 +660,20 @@ def test_html_report_renders_in_a_headless_browser(smoke_run, tmp_path):
         assert category in html, category
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
-    dom = subprocess.run(common + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180)
+    dom = subprocess.run(
+        common + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180, check=False
+    )
     assert dom.returncode == 0, dom.stderr[-3000:]
     # the rendered page (after its scripts ran) lists the result categories and the workflow description
     for text in ["Figure 1", "Findings", "Per-row tables", "resnet-mlp", "dgcnn-dsinv"]:
         assert text in dom.stdout, text
     # the front page lists the rows as a list, one item per row (not one run-on line)
-    rendered = re.sub(r"<script\b.*?</script>", "", dom.stdout, flags=re.S)  # the page also keeps it in a script
+    rendered = re.sub(r"<script\b.*?</script>", "", dom.stdout, flags=re.DOTALL)  # the page also keeps it in a script
     items = re.findall(r"<li><strong>([a-z0-9-]+)</strong>", rendered)
     assert items == [row["name"] for row in ROWS], items
     shot = tmp_path / "report.png"
     proc = subprocess.run(common + [f"--screenshot={shot}", "--window-size=1400,1000", report.as_uri()],
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-3000:]
     from PIL import Image
 
@@ -658,20 +691,29 @@ def test_readme_commands_need_only_requirements_txt(smoke_run, tmp_path):
 
     env = runtime_only_env(tmp_path)
     assert "pytest" in modules_of_test_requirements()
-    blocked = subprocess.run([sys.executable, "-c", "import pytest"], env=env, capture_output=True, text=True)
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import pytest"], env=env, capture_output=True, text=True, check=False
+    )
     assert blocked.returncode != 0 and "requirements-test.txt only" in blocked.stderr
 
     report = smoke_run / "report-runtime-only.html"
     proc = subprocess.run(SNAKEMAKE + ["--configfile", "smoke.yaml", "--report", str(report)], cwd=smoke_run,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0 and report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     (tmp_path / "demo").mkdir()
-    demo = subprocess.run(SNAKEMAKE + ["-n", "--cores", "2", "--configfile", "config.demo.yaml"],
-                          cwd=copy_workflow(tmp_path / "demo"), env=env, capture_output=True, text=True, timeout=600)
+    demo = subprocess.run(
+        SNAKEMAKE + ["-n", "--cores", "2", "--configfile", "config.demo.yaml"],
+        cwd=copy_workflow(tmp_path / "demo"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
         proc = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=300, check=False)
         assert proc.returncode == 0, f"{script.name}: {proc.stderr[-2000:]}"
 
 
@@ -729,6 +771,42 @@ def test_a_group_averaged_row_added_to_a_finished_run_retrains_nothing_of_its_ro
 
 
 @pytest.mark.e2e
+def test_frame_averaged_rows_added_to_a_finished_run_train_only_their_models(smoke_run):
+    """config.extended.yaml's continuous-rotation rows on the completed smoke run: ModelNet40 gains
+    the so3 and so2 symmetries and two rows with frame-averaged DGCNN teachers. Only their
+    teachers and the DeepSets augmented under the new symmetries train; the distillations are the
+    new rows'; the ModelNet40 evaluations of the trained models rerun once (to add IM under the
+    rotations), and no training or distillation of the smoke run's rows reruns."""
+    smoke = yaml.safe_load((smoke_run / "smoke.yaml").read_text())
+    small, small_prime = smoke["models"]["dgcnn"], smoke["models"]["dgcnn-prime"]
+    rows = smoke.get("rows") or yaml.safe_load((ROOT / "config.yaml").read_text())["rows"]
+    new_rows = [{"name": f"dgcnn-{g}-dsinv", "dataset": "modelnet40", "symmetry": g, "teacher": f"dgcnn-{g}",
+                 "teacher_prime": f"dgcnn-{g}-prime", "student": "deepsets-inv"} for g in ("so3", "so2")]
+    change = {
+        "datasets": {"modelnet40": {"symmetries": {"so3": {"transform": "so3_3d"}, "so2": {"transform": "so2_z_3d"}}}},
+        # config.yaml defines the four frame-averaged models (arch, group_average); the smoke run's sizes
+        "models": {
+            "dgcnn-so3": small,
+            "dgcnn-so3-prime": small_prime,
+            "dgcnn-so2": small,
+            "dgcnn-so2-prime": small_prime,
+        },
+        "rows": rows + new_rows,
+    }
+    out = run(["-n", "--configfile", _write_merged(smoke_run, change, "frames.yaml")], cwd=smoke_run).stdout
+    jobs = planned_jobs(out)
+    new = {("dgcnn-so3", "plain"), ("dgcnn-so3-prime", "plain"), ("dgcnn-so2", "plain"), ("dgcnn-so2-prime", "plain"),
+           ("deepsets-inv", "so3"), ("deepsets-inv", "so2")}
+    assert jobs["train_model"] == len(new) * 2, jobs  # per fold (2)
+    assert {(w["model"], w["augment"]) for w in planned_wildcards(out, "train_model")} == new
+    distilled = {(w["teacher"], w["teacher_augment"]) for w in planned_wildcards(out, "distill_student")}
+    assert new <= distilled, distilled
+    assert not {t for t, _ in distilled} & {"resnet", "resnet-prime", "dgcnn", "dgcnn-prime", "jet-deepsets",
+                                            "jet-deepsets-prime"}, distilled
+    assert jobs["evaluate_trained"] == 2, jobs  # ModelNet40's two folds, now with IM under so3 and so2
+
+
+@pytest.mark.e2e
 def test_the_gpu_acceptance_script_runs_its_checks_on_the_cpu(tmp_path):
     """benchmarks/gpu_acceptance.py's CPU path (the quick demo on the CPU twice, compared, in bf16,
     a SIGKILLed training resumed bit-identically, the sharing and epoch-time measurements): every
@@ -737,6 +815,7 @@ def test_the_gpu_acceptance_script_runs_its_checks_on_the_cpu(tmp_path):
         [sys.executable, str(ROOT / "benchmarks/gpu_acceptance.py"), "--device", "cpu", "--quick",
          "--cores", "2", "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=1500, cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     table = pd.read_csv(tmp_path / "out/acceptance-cpu.csv")

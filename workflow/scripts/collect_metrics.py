@@ -1,10 +1,10 @@
 """Rule collect_metrics: every per-model table into results/metrics.parquet."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:collect_metrics",
+    "kdinv.analysis.tables:collect_metrics",
     snakemake.log[0],
     None,
-    dict(tables=list(snakemake.input), out=snakemake.output[0]),
+    dict(paths=list(snakemake.input), out=snakemake.output[0]),
 )

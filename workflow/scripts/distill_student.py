@@ -1,11 +1,11 @@
 """Rule distill_student: one distillation (teacher, student, recipe variant, temperature, fold)."""
 
 from kdinv.config import derive_seed, teacher_gates
-from kdinv.runtime import asked_for_gpu, job_label, run_job
+from kdinv.launch.start import gpu_request, run_job
 
 p, w, config = snakemake.params, snakemake.wildcards, snakemake.config
 run_job(
-    "kdinv.entrypoints:distill_student",
+    "kdinv.jobs:distill_student",
     snakemake.log[0],
     snakemake.threads,
     dict(
@@ -28,8 +28,6 @@ run_job(
         gate_seed=derive_seed(config["seed"], "im", w.dataset, w.fold),
         resume_every=config["resume_every"],
         resume_minutes=config["resume_minutes"],
-        gpu_check=dict(asked=asked_for_gpu(snakemake.resources), job=job_label(snakemake)),
-        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0),
-                           local_gpus=snakemake.config["local_gpus"]),
     ),
+    gpu=gpu_request(snakemake),
 )

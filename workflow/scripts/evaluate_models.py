@@ -1,10 +1,10 @@
 """Rules evaluate_trained and evaluate_distilled: the metrics of a group of runs of one fold."""
 
-from kdinv.runtime import asked_for_gpu, job_label, run_job
+from kdinv.launch.start import gpu_request, run_job
 
 p = snakemake.params
 run_job(
-    "kdinv.entrypoints:evaluate_models",
+    "kdinv.evaluation:evaluate_runs",
     snakemake.log[0],
     snakemake.threads,
     dict(
@@ -21,8 +21,6 @@ run_job(
         out_metrics=snakemake.output.metrics,
         reference_logits=snakemake.input.get("references"),
         out_logits=snakemake.output.get("logits"),
-        gpu_check=dict(asked=asked_for_gpu(snakemake.resources), job=job_label(snakemake)),
-        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0),
-                           local_gpus=snakemake.config["local_gpus"]),
     ),
+    gpu=gpu_request(snakemake),
 )

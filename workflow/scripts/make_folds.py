@@ -1,13 +1,13 @@
 """Rule make_folds: stratified k folds of the training split, as index files."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:make_folds",
+    "kdinv.data.splits:write_folds",
     snakemake.log[0],
     None,
     dict(
-        train=snakemake.input.train,
+        train_split=snakemake.input.train,
         k=snakemake.params.k,
         seed=snakemake.params.seed,
         outputs=list(snakemake.output),

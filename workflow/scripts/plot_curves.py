@@ -1,9 +1,9 @@
-"""Rule training_curves: the per-epoch histories of every checkpoint, as a table and a figure."""
+"""Rule plot_curves: the per-epoch histories of every checkpoint, as a table and a figure."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:plot_curves",
+    "kdinv.analysis.curves:write_curves",
     snakemake.log[0],
     None,
     dict(

@@ -1,9 +1,9 @@
 """Rule plot_figure1: the paper's Figure 1 from the collected metric table."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:plot_figure1",
+    "kdinv.analysis.figures:plot_figure1",
     snakemake.log[0],
     None,
     dict(

@@ -1,9 +1,9 @@
 """Rule plot_measures: IM, the orbit gap and the Lie derivative per row and model, with controls."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:plot_measures",
+    "kdinv.analysis.figures:plot_measures",
     snakemake.log[0],
     None,
     dict(

@@ -1,9 +1,9 @@
 """Rule plot_tradeoff: invariance against accuracy per row, recipe and temperature."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:plot_tradeoff",
+    "kdinv.analysis.figures:plot_tradeoff",
     snakemake.log[0],
     None,
     dict(

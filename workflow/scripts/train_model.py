@@ -1,10 +1,10 @@
 """Rule train_model: one supervised training (model, plain or augmented data, fold)."""
 
-from kdinv.runtime import asked_for_gpu, job_label, run_job
+from kdinv.launch.start import gpu_request, run_job
 
 p = snakemake.params
 run_job(
-    "kdinv.entrypoints:train_model",
+    "kdinv.jobs:train_model",
     snakemake.log[0],
     snakemake.threads,
     dict(
@@ -22,8 +22,6 @@ run_job(
         # change a result, so editing them reruns nothing
         resume_every=snakemake.config["resume_every"],
         resume_minutes=snakemake.config["resume_minutes"],
-        gpu_check=dict(asked=asked_for_gpu(snakemake.resources), job=job_label(snakemake)),
-        gpu_placement=dict(percent=snakemake.resources.get("gpu_percent", 0),
-                           local_gpus=snakemake.config["local_gpus"]),
     ),
+    gpu=gpu_request(snakemake),
 )

@@ -1,9 +1,9 @@
-"""Rule findings: fold-paired comparisons per row and temperature, and a verdict per claim."""
+"""Rule write_findings: fold-paired comparisons per row and temperature, and a verdict per claim."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:write_findings",
+    "kdinv.analysis.findings:write_findings",
     snakemake.log[0],
     None,
     dict(

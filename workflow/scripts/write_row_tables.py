@@ -1,9 +1,9 @@
-"""Rule row_tables: one CSV per figure row, mean and s.d. over folds of every metric."""
+"""Rule write_row_tables: one CSV per figure row, mean and s.d. over folds of every metric."""
 
-from kdinv.runtime import run_job
+from kdinv.launch.start import run_job
 
 run_job(
-    "kdinv.entrypoints:write_row_tables",
+    "kdinv.analysis.tables:write_row_tables",
     snakemake.log[0],
     None,
     dict(metrics_path=snakemake.input[0], rows=snakemake.params.rows, out_dir=snakemake.output[0]),

@@ -1,6 +1,6 @@
 """kdinv: the library behind the workflow's scripts. It never imports Snakemake: its functions take
-paths and plain values. Each rule's script hands its job to :func:`kdinv.runtime.run_job`, which
-calls the rule's function in :mod:`kdinv.entrypoints`.
+paths and plain values. Each rule's script names the library function its job runs and hands it,
+with its arguments, to :func:`kdinv.launch.start.run_job`.
 
 Top level:
 
@@ -10,11 +10,7 @@ Top level:
 - ``evaluation``: the evaluation jobs, the teacher gate and the transformed copies of IM;
 - ``training``: the training loop shared by training and distillation (resume, precision);
 - ``metrics``: the paper's six metrics over a whole split;
-- ``io``: tensor files, written atomically and loaded without executing code;
-- ``runtime``: a job's start-up (log file, threads), ``run_job`` and the fetch rules' manifests;
-- ``entrypoints``: the job of each rule's script; ``forkserver``: runs jobs in children of a
-  process that has imported torch and the library once;
-- ``cluster``: the SLURM job states the workflow reports to Snakemake.
+- ``io``: tensor files, written atomically and loaded without executing code.
 
 Packages, by concern:
 
@@ -25,6 +21,8 @@ Packages, by concern:
 - ``models``: architectures, the registry that builds them from the config, what each reads and
   is invariant to, wrappers (group averaging) and the checkpoint format;
 - ``distill``: distillation losses and the recipes;
+- ``launch``: how a rule's job is launched: its start-up and ``run_job``, the fork server, the
+  placement on a workstation's GPUs, the fix of the SLURM plugin's job states;
 - ``analysis``: the collected metric table, Figure 1, the trade-off figure, training curves,
   statistics, the claims and the findings.
 """

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from kdinv.data.kinds import KINDS, image_side, split_sizes
 from kdinv.paths import PLAIN, format_number
 
 
@@ -49,26 +50,6 @@ def _fill_defaults(schema: dict, instance, root: dict | None = None) -> None:
     elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
         for item in instance:
             _fill_defaults(schema["items"], item, root)
-
-
-# Dataset keys that only one kind reads; setting one for another kind is an error, not a no-op.
-KIND_KEYS = {
-    "mnist": ("verify_checksums", "offline_test_fraction", "pad_to"),
-    "modelnet40": ("offline_train_per_class", "offline_test_per_class", "num_points"),
-    "jets": ("offline_files", "offline_jets_per_file", "n_constituents", "pt_min"),
-}
-# The input kind (kdinv.symmetry.catalog.INPUT_KINDS) each dataset kind holds.
-DATASET_INPUTS = {"mnist": "image", "modelnet40": "point_cloud", "jets": "set"}
-# Where source download fetches from when url is null (the official locations).
-OFFICIAL_URLS = {
-    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "modelnet40": "http://modelnet.cs.princeton.edu/ModelNet40.zip",
-    "jets": "https://zenodo.org/records/3602260/files/",
-}
-
-
-def dataset_url(dataset: dict) -> str:
-    return dataset.get("url") or OFFICIAL_URLS[dataset["kind"]]
 
 
 def load_schema(path: str | Path) -> dict:
@@ -119,10 +100,12 @@ def _non_finite(config, path=()) -> list[str]:
 def _kind_keys(config) -> list[str]:
     out = []
     for name, ds in config["datasets"].items():
-        for kind, keys in KIND_KEYS.items():
-            for key in keys:
-                if key in ds and ds["kind"] != kind:
-                    out.append(f"datasets.{name}.{key}: only read for kind {kind!r}, this dataset is {ds['kind']!r}")
+        for kind in KINDS.values():
+            for key in kind.own_keys:
+                if key in ds and ds["kind"] != kind.name:
+                    out.append(
+                        f"datasets.{name}.{key}: only read for kind {kind.name!r}, this dataset is {ds['kind']!r}"
+                    )
     return out
 
 
@@ -153,7 +136,9 @@ def _rows(config) -> list[str]:
             )
         for role in ROLES:
             if row[role] not in config["models"]:
-                out.append(f"rows[{i}].{role}: {row[role]!r} is not a configured model (models: {sorted(config['models'])})")
+                out.append(
+                    f"rows[{i}].{role}: {row[role]!r} is not a configured model (models: {sorted(config['models'])})"
+                )
         student = config["models"].get(row["student"])
         if student is not None and "distillation" not in student:
             out.append(f"models.{row['student']}.distillation: required, the model is the student of rows[{i}]")
@@ -172,11 +157,6 @@ def _resolved_rows(config):
         yield i, row, ds, {role: config["models"][row[role]] for role in ROLES}
 
 
-def image_side(dataset: dict) -> int | None:
-    """The side of a dataset's square images after preprocessing (None: not images)."""
-    return dataset["pad_to"] if dataset["kind"] == "mnist" else None
-
-
 def _row_models(config) -> list[str]:
     """Each model of a row can read the dataset, and the teachers are invariant to the row's
     symmetry by construction (unless the row allows otherwise)."""
@@ -185,7 +165,7 @@ def _row_models(config) -> list[str]:
 
     out = []
     for i, row, ds, models in _resolved_rows(config):
-        kind = DATASET_INPUTS[ds["kind"]]
+        kind = KINDS[ds["kind"]].data
         for role, model in models.items():
             if kind not in ARCH_INPUTS[model["arch"]]:
                 out.append(
@@ -195,8 +175,11 @@ def _row_models(config) -> list[str]:
                 )
             group = model.get("group_average")
             if group and kind not in TRANSFORM_INFO[group].acts_on:
-                key = f"models.{row[role]}.group_average: {group} acts on {' and '.join(sorted(TRANSFORM_INFO[group].acts_on))}"
-                out.append(f"{key}, but the model is the {role} of rows[{i}] on dataset {row['dataset']!r} ({kind} data)")
+                acts_on = " and ".join(sorted(TRANSFORM_INFO[group].acts_on))
+                key = f"models.{row[role]}.group_average: {group} acts on {acts_on}"
+                out.append(
+                    f"{key}, but the model is the {role} of rows[{i}] on dataset {row['dataset']!r} ({kind} data)"
+                )
         transform = ds["symmetries"][row["symmetry"]]["transform"]
         if row["allow_non_invariant_teachers"]:
             continue
@@ -238,7 +221,7 @@ def _symmetries(config) -> list[str]:
 
     out = []
     for name, ds in config["datasets"].items():
-        kind = DATASET_INPUTS[ds["kind"]]
+        kind = KINDS[ds["kind"]].data
         for sym, spec in ds["symmetries"].items():
             acts_on = TRANSFORM_INFO[spec["transform"]].acts_on
             if kind not in acts_on:
@@ -249,25 +232,8 @@ def _symmetries(config) -> list[str]:
     return out
 
 
-def split_sizes(dataset: dict) -> tuple[int, int]:
-    """(samples of the training split, floats per sample) a dataset's preparation will write."""
-    kind, source = dataset["kind"], dataset["source"]
-    if kind == "mnist":
-        n = 1797 * (1 - dataset["offline_test_fraction"]) if source == "offline" else MNIST_TRAIN
-        return math.ceil(n), dataset["pad_to"] ** 2
-    if kind == "modelnet40":
-        n = 8 * dataset["offline_train_per_class"] if source == "offline" else MODELNET40_TRAIN
-        return n, 3 * dataset["num_points"]
-    n = (dataset["offline_files"]["train"] * dataset["offline_jets_per_file"] if source == "offline"
-         else JETS_TRAIN)  # fmt: skip
-    return n, 3 * dataset["n_constituents"]
-
-
-MNIST_TRAIN, MODELNET40_TRAIN, JETS_TRAIN = 60_000, 9_843, 630_000
-"""Training-split sizes of the real data (jets: the 150p train archive holds about 630,000)."""
 COPIES_IN_A_TRAINING_JOB = 3
 """A training job holds the split, its fold's training part and one transformed copy of it."""
-SIZE_KEY = {"mnist": "pad_to", "modelnet40": "num_points", "jets": "n_constituents"}
 
 
 def split_mb(dataset: dict) -> float:
@@ -282,9 +248,10 @@ def _memory(config) -> list[str]:
     for name, ds in config["datasets"].items():
         need = COPIES_IN_A_TRAINING_JOB * split_mb(ds)
         if need > mem:
-            keys = [SIZE_KEY[ds["kind"]]] + (["offline sizes"] if ds["source"] == "offline" else [])
+            size_key = KINDS[ds["kind"]].size_key
+            keys = [size_key] + (["offline sizes"] if ds["source"] == "offline" else [])
             out.append(
-                f"datasets.{name}.{SIZE_KEY[ds['kind']]}: the training split would take about "
+                f"datasets.{name}.{size_key}: the training split would take about "
                 f"{split_mb(ds):,.0f} MB and a training job holds about {COPIES_IN_A_TRAINING_JOB} copies "
                 f"({need:,.0f} MB), more than job_resources.mem_mb = {mem} MB; lower "
                 f"{' or '.join(keys)} or raise job_resources.mem_mb"
@@ -319,8 +286,8 @@ def _runtimes(config) -> list[str]:
     resources = config["job_resources"]
     if resources["max_runtime"] < resources["runtime"]:
         return [
-            f"job_resources.max_runtime: {resources['max_runtime']} minutes is less than "
-            f"job_resources.runtime ({resources['runtime']}), the time limit of a first attempt"
+            (f"job_resources.max_runtime: {resources['max_runtime']} minutes is less than "
+            f"job_resources.runtime ({resources['runtime']}), the time limit of a first attempt")
         ]
     return []
 
@@ -433,3 +400,40 @@ def fidelity_references(config: dict, dataset: str, teacher: str, teacher_augmen
         ):
             refs.append((row["teacher"], PLAIN))
     return refs
+
+
+RUN_PACKAGES = ("torch", "torchvision", "numpy", "pandas", "pyarrow", "scikit-learn", "scipy", "h5py",
+                "matplotlib", "seaborn", "snakemake", "jsonschema", "pyyaml")
+
+
+def run_settings(config: dict, packages=RUN_PACKAGES) -> dict:
+    """What ``results/run_settings.yaml`` records of a run: each dataset's source, the Python,
+    the platform, the versions of ``packages`` ("not installed" for one that is not) and the
+    validated ``config``."""
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "data_sources": {name: ds["source"] for name, ds in config["datasets"].items()},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "config": config,
+    }
+
+
+def write_run_settings(config: dict, out: str | Path) -> None:
+    """Rule write_run_settings: :func:`run_settings` as YAML, in key order, written atomically."""
+    import logging
+
+    out = Path(out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(run_settings(config), sort_keys=False))
+    tmp.replace(out)
+    logging.getLogger(__name__).info("settings written to %s", out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -19,13 +20,11 @@ from kdinv import metrics
 from kdinv.data.splits import load_fold, load_split
 from kdinv.io import load_tensors, save_tensors
 from kdinv.models.checkpoint import load_model
+from kdinv.symmetry.catalog import TEACHER_IM_MAX
 from kdinv.symmetry.transforms import make_transform
 from kdinv.training import describe_device, pick_device, predict
 
 log = logging.getLogger(__name__)
-
-TEACHER_IM_MAX = 1e-4
-"""The largest IM a teacher may have on transformed test inputs (docs/method.md, the teacher gate)."""
 
 
 class TeacherNotInvariant(RuntimeError):
@@ -138,9 +137,6 @@ def evaluate_runs(
     with ``measures`` also im_random (IM's control, on the measures' samples), lie, lie_random,
     and orbit_gap_<group>, orbit_gap_<group>_random per group.
     """
-    from kdinv.symmetry.measures import im_random
-    from kdinv.symmetry.measures import measures as invariance_measures
-
     import pandas as pd  # only evaluation jobs need pandas; training jobs start faster without it
 
     dev = pick_device(device)
@@ -148,52 +144,19 @@ def evaluate_runs(
     x, y, _ = load_split(test_split)
     x_train, y_train, _ = load_split(train_split)
     _, val_idx = load_fold(fold_file, len(y_train))
-    x_val, y_val = x_train[val_idx], y_train[val_idx]
-    copies = {s: transformed_copies(x, spec, im_seed) for s, spec in symmetries.items()}
-    val_copies = {s: transformed_copies(x_val, spec, val_seed) for s, spec in symmetries.items()}
+    x_val = x_train[val_idx]
+    test = _Split(x, y, {s: transformed_copies(x, spec, im_seed) for s, spec in symmetries.items()})
+    val = _Split(
+        x_val, y_train[val_idx], {s: transformed_copies(x_val, spec, val_seed) for s, spec in symmetries.items()}
+    )
     references = load_tensors(reference_logits)["logits"] if reference_logits else {}
     rows, written = [], {}
     for run in runs:
         model = load_model(Path(run["dir"]) / "model.pt").to(dev)
-        logits = predict(model, x, batch_size, dev)
-        val_logits = predict(model, x_val, batch_size, dev)
-        base = {
-            "accuracy": metrics.accuracy(logits, y), "nll": metrics.nll(logits, y), "ece": metrics.ece(logits, y),
-            "n_test": len(y), "val_accuracy": metrics.accuracy(val_logits, y_val),
-        }  # fmt: skip
-        fidelity = {None: {"agreement": math.nan, "kl": math.nan}}
-        if run.get("references"):
-            fidelity = {
-                ref: {"agreement": metrics.agreement(logits, references[ref]),
-                      "kl": metrics.kl_divergence(references[ref], logits)}
-                for ref in run["references"]
-            }  # fmt: skip
-        gated = [sym for sym in run.get("gated", ()) if sym in symmetries]
-        by_gate = gate_im(model, x, {s: copies[s] for s in gated}, batch_size, dev, run["dir"], logits) \
-            if gated else {}
-        extra = {"runs": {}, "symmetries": {}}
-        if measures and measures["samples"]:
-            extra = invariance_measures(model, x[: measures["samples"]], symmetries, measures["input_kind"],
-                                        batch_size, dev, measures["seed"])
-        for sym in symmetries:
-            if sym in by_gate:
-                im, dtype = by_gate[sym]
-            else:
-                im, dtype = metrics.invariance(logits, predict(model, copies[sym], batch_size, dev)), "float32"
-            val_im = metrics.invariance(val_logits, predict(model, val_copies[sym], batch_size, dev))
-            more = {}
-            if measures and measures["samples"]:
-                control = torch.Generator().manual_seed(measures["seed"])
-                n = measures["samples"]
-                more = {"im_random": im_random(model, x[:n], copies[sym][:n], batch_size, dev, control),
-                        **extra["symmetries"][sym], **extra["runs"]}
-            for ref, fid in fidelity.items():
-                rows.append({**run["identifiers"], "symmetry": sym, "reference": ref, **base, "im": im,
-                             "im_dtype": dtype, **fid, "val_im": val_im, **more})  # fmt: skip
+        run_rows, logits = _evaluate_run(model, run, test, val, references, symmetries, batch_size, dev, measures)
+        rows += run_rows
         ids = run["identifiers"]
         written[f"{ids['model']}/{ids['augment']}"] = logits
-        log.info("%s: accuracy %.4f, IM %s", run["dir"], base["accuracy"],
-                 ", ".join(f"{r['symmetry']} {r['im']:.3g}" for r in rows[-len(symmetries) * len(fidelity):]))
     table = pd.DataFrame(rows)
     if out_logits is not None:
         save_tensors({"logits": written}, out_logits)
@@ -202,4 +165,66 @@ def evaluate_runs(
     tmp = out_metrics.with_suffix(".tmp.parquet")
     table.to_parquet(tmp, index=False)
     tmp.replace(out_metrics)
+    log.info("%d rows for %d runs", len(table), len(runs))
     return table
+
+
+class _Split(NamedTuple):
+    """The inputs, labels and transformed copies (symmetry -> inputs) a model is evaluated on."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    copies: dict[str, torch.Tensor]
+
+
+def _evaluate_run(model, run: dict, test: _Split, val: _Split, references: dict, symmetries: dict[str, dict],
+                  batch_size: int, dev: torch.device, measures: dict | None) -> tuple[list[dict], torch.Tensor]:
+    """The table rows of one run of :func:`evaluate_runs` (a row per symmetry and reference), and
+    its test logits."""
+    from kdinv.symmetry.measures import im_random
+    from kdinv.symmetry.measures import measures as invariance_measures
+
+    x, y, copies = test
+    logits = predict(model, x, batch_size, dev)
+    val_logits = predict(model, val.x, batch_size, dev)
+    base = {
+        "accuracy": metrics.accuracy(logits, y), "nll": metrics.nll(logits, y), "ece": metrics.ece(logits, y),
+        "n_test": len(y), "val_accuracy": metrics.accuracy(val_logits, val.y),
+    }  # fmt: skip
+    fidelity = {None: {"agreement": math.nan, "kl": math.nan}}
+    if run.get("references"):
+        fidelity = {
+            ref: {"agreement": metrics.agreement(logits, references[ref]),
+                  "kl": metrics.kl_divergence(references[ref], logits)}
+            for ref in run["references"]
+        }  # fmt: skip
+    gated = [sym for sym in run.get("gated", ()) if sym in symmetries]
+    by_gate = gate_im(model, x, {s: copies[s] for s in gated}, batch_size, dev, run["dir"], logits) if gated else {}
+    sampled = bool(measures and measures["samples"])
+    extra = {"runs": {}, "symmetries": {}}
+    if sampled:
+        extra = invariance_measures(model, x[: measures["samples"]], symmetries, measures["input_kind"],
+                                    batch_size, dev, measures["seed"])
+    rows = []
+    for sym in symmetries:
+        if sym in by_gate:
+            im, dtype = by_gate[sym]
+        else:
+            im, dtype = metrics.invariance(logits, predict(model, copies[sym], batch_size, dev)), "float32"
+        val_im = metrics.invariance(val_logits, predict(model, val.copies[sym], batch_size, dev))
+        more = {}
+        if sampled:
+            control = torch.Generator().manual_seed(measures["seed"])
+            n = measures["samples"]
+            more = {"im_random": im_random(model, x[:n], copies[sym][:n], batch_size, dev, control),
+                    **extra["symmetries"][sym], **extra["runs"]}
+        for ref, fid in fidelity.items():
+            rows.append({**run["identifiers"], "symmetry": sym, "reference": ref, **base, "im": im,
+                         "im_dtype": dtype, **fid, "val_im": val_im, **more})  # fmt: skip
+    log.info(
+        "%s: accuracy %.4f, IM %s",
+        run["dir"],
+        base["accuracy"],
+        ", ".join(f"{r['symmetry']} {r['im']:.3g}" for r in rows),
+    )
+    return rows, logits

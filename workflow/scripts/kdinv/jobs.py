@@ -24,8 +24,16 @@ from kdinv.data.splits import load_fold, load_fold_scaling, load_split
 from kdinv.io import load_tensors, save_tensors
 from kdinv.models.checkpoint import build_from_spec, checkpoint, load_model, with_scaling
 from kdinv.symmetry.transforms import make_augmentation
-from kdinv.training import (TrainConfig, describe_device, fit, outputs_loss, pick_device, predict,
-                             seed_everything)
+from kdinv.training import (
+    Resume,
+    TrainConfig,
+    describe_device,
+    fit,
+    outputs_loss,
+    pick_device,
+    predict,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +53,6 @@ def _fold_data(train_split, fold_file):
     x, y, num_classes = load_split(train_split)
     train_idx, val_idx = load_fold(fold_file, len(y))
     return x, y, num_classes, train_idx, val_idx
-
-
-
-
 
 
 def train_model(
@@ -82,13 +86,14 @@ def train_model(
     model = build_from_spec(model_spec, x.shape[1:], num_classes, scaling)
     cfg = TrainConfig.from_dict(model_spec["training"])
     name = " ".join(f"{k}={v}" for k, v in wildcards.items())
+    log.info("seed %d", seed)
     log.info("%s: training on %s", name, describe_device(dev))
     state, history = fit(
         model, x[train_idx], y[train_idx], x[val_idx], y[val_idx], outputs_loss(F.cross_entropy), cfg, generator, dev,
         augment=make_augmentation(symmetry) if symmetry else None, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, resume_minutes=resume_minutes,
+        resume=Resume(_resume_file(out_model), resume_every, resume_minutes,
+                      _fingerprint(model_spec, symmetry, seed, wildcards, precision)),
         precision=precision, seed=seed,
-        fingerprint=_fingerprint(model_spec, symmetry, seed, wildcards, precision),
     )
     model.load_state_dict(state)
     logits = predict(model, x, cfg.eval_batch_size, dev)
@@ -132,8 +137,8 @@ def distill_student(
     precision: str = "float32",
     resume_minutes: float = 0.0,
 ) -> None:
-    """Distil a teacher into a freshly initialised student by one recipe variant (alpha = 1: the
-    distillation term only; :func:`kdinv.distill.losses.recipe_loss`).
+    """Distil a teacher into a freshly initialised student by one recipe variant (the distillation
+    term only, no cross-entropy on the labels; :func:`kdinv.distill.losses.recipe_loss`).
 
     First the teacher gate: for each symmetry of ``gates`` (the rows in which the teacher is t or
     t'; :func:`kdinv.config.teacher_gates`) the teacher's IM on the test split must be at most
@@ -141,15 +146,18 @@ def distill_student(
     (:class:`kdinv.evaluation.TeacherNotInvariant`).
 
     Targets: the cached teacher logits on the untransformed training data, except where the
-    recipe needs the teacher on other inputs: ``augmented`` uses the cache only for a teacher that
-    passed the gate for the recipe's symmetry and whose cache matches its outputs on transformed
-    training inputs (IM ≤ 1e-4 on a sample), else it runs the teacher on every batch; ``mixup``
-    always does. The student's own ``distillation`` block gives the hyperparameters; validation
-    accuracy against the true labels drives early stopping and the best-weights choice.
+    recipe needs the teacher on other inputs (its ``teacher_every_batch``,
+    :class:`kdinv.distill.recipes.Recipe`): ``unless_invariant`` (``augmented``) uses the cache only
+    for a teacher that passed the gate for the recipe's symmetry and whose cache matches its
+    outputs on transformed training inputs (IM ≤ 1e-4 on a sample), else it runs the teacher on
+    every batch; ``always`` (``mixup``) always does. The student's own ``distillation`` block gives
+    the hyperparameters; validation accuracy against the true labels drives early stopping and the
+    best-weights choice.
     """
     from kdinv.distill.losses import recipe_loss
-    from kdinv.evaluation import TEACHER_IM_MAX, logits_in, teacher_gate, transformed_copies
+    from kdinv.evaluation import teacher_gate
 
+    log.info("seed %d, T %g, recipe %s", seed, temperature, recipe)
     dev = pick_device(device)
     generator = seed_everything(seed)
     x, y, num_classes, train_idx, val_idx = _fold_data(train_split, fold_file)
@@ -171,28 +179,16 @@ def distill_student(
         x_test, _, _ = load_split(test_split)
         teacher_gate(teacher, x_test, gates, gate_seed, 512, dev, f"{name}: teacher {teacher_model}")
     augment = make_augmentation(recipe["transform"]) if recipe.get("transform") else None
-    per_batch = recipe["recipe"] == "mixup" or (
-        recipe["recipe"] == "augmented" and recipe["symmetry"] not in (gates or {})
-    )
-    if recipe["recipe"] == "augmented" and not per_batch:
-        # the gate passed on test inputs; check the cache against the teacher on transformed
-        # training inputs too, the inputs the student will see
-        sample = train_idx[:512]
-        moved = transformed_copies(x[sample], recipe["transform"], seed)
-        gap = metrics.invariance(cached[sample], logits_in(teacher, moved, 512, dev))
-        per_batch = not gap <= TEACHER_IM_MAX
-        log.info("%s: cached teacher outputs vs the teacher on transformed training inputs: IM %.3g (%s)",
-                 name, gap, "cache used" if not per_batch else "the teacher runs on every batch")
-    if per_batch:
-        teacher = teacher or _load_teacher(teacher_model, dev)
-        log.info("%s: recipe %s runs the teacher on every batch", name, recipe["recipe"])
+    sample = train_idx[:512]
+    batch_teacher = _per_batch_teacher(recipe, gates, teacher, teacher_model, cached[sample], x[sample], seed, dev,
+                                       name)
     cfg = TrainConfig.from_dict(student_spec["distillation"])
-    loss = recipe_loss(recipe, temperature, augment, teacher if per_batch else None)
+    loss = recipe_loss(recipe, temperature, augment, batch_teacher)
     state, history = fit(
         model, x[train_idx], cached[train_idx], x[val_idx], y[val_idx], loss, cfg, generator, dev, name=name,
-        resume=_resume_file(out_model), resume_every=resume_every, resume_minutes=resume_minutes,
+        resume=Resume(_resume_file(out_model), resume_every, resume_minutes,
+                      _fingerprint(student_spec, temperature, recipe, seed, wildcards, precision)),
         precision=precision, seed=seed,
-        fingerprint=_fingerprint(student_spec, temperature, recipe, seed, wildcards, precision),
     )
     save_tensors(
         with_scaling(
@@ -203,3 +199,31 @@ def distill_student(
         out_model,
     )
     _resume_file(out_model).unlink(missing_ok=True)
+
+
+def _per_batch_teacher(recipe: dict, gates: dict | None, teacher, teacher_model, cached_sample: torch.Tensor,
+                       sample: torch.Tensor, seed: int, dev: torch.device, name: str):
+    """The teacher a distillation runs on every batch, or None where the cached logits serve
+    (:attr:`kdinv.distill.recipes.Recipe.teacher_every_batch`). ``unless_invariant``: the cache
+    serves a teacher that passed the gate for the recipe's symmetry and whose cache matches its
+    outputs on transformed training inputs (``sample``, the first 512 of the fold's training part,
+    and ``cached_sample``, the cache on them). ``teacher``: the teacher the gate loaded, if
+    it did (loaded here otherwise)."""
+    from kdinv.distill.recipes import RECIPES
+    from kdinv.evaluation import TEACHER_IM_MAX, logits_in, transformed_copies
+
+    uses = RECIPES[recipe["recipe"]].teacher_every_batch
+    per_batch = uses == "always" or (uses == "unless_invariant" and recipe["symmetry"] not in (gates or {}))
+    if uses == "unless_invariant" and not per_batch:
+        # the gate passed on test inputs; check the cache against the teacher on transformed
+        # training inputs too, the inputs the student will see
+        moved = transformed_copies(sample, recipe["transform"], seed)
+        gap = metrics.invariance(cached_sample, logits_in(teacher, moved, 512, dev))
+        per_batch = not gap <= TEACHER_IM_MAX
+        log.info("%s: cached teacher outputs vs the teacher on transformed training inputs: IM %.3g (%s)",
+                 name, gap, "cache used" if not per_batch else "the teacher runs on every batch")
+    if not per_batch:
+        return None
+    teacher = teacher or _load_teacher(teacher_model, dev)
+    log.info("%s: recipe %s runs the teacher on every batch", name, recipe["recipe"])
+    return teacher

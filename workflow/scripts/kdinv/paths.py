@@ -44,7 +44,7 @@ NAME = r"[^/]+"
 """What a name wildcard matches in a path (the Snakefile constrains it to the configured names)."""
 
 
-def format_number(value: float | int | str) -> str:
+def format_number(value: float | str) -> str:
     """The one spelling of a number in paths: 4 and 4.0 -> "4", 0.5 -> "0.5", 1e-7 -> "1e-07".
 
     ``repr`` of the float is the shortest text that reads back as the same float, so the spelling

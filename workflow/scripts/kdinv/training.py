@@ -14,9 +14,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ class TrainConfig:
     grad_clip: float | None = None  # global L2 norm of the gradients is clipped to this; None = off
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         return cls(**d)
 
 
@@ -94,7 +94,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
     On a GPU: cuDNN's autotuner is off and PyTorch's deterministic implementations are used
     where they exist (``warn_only``: an operation without one warns instead of failing); cuBLAS
-    needs ``CUBLAS_WORKSPACE_CONFIG``, which :func:`kdinv.runtime.start_job` sets before CUDA
+    needs ``CUBLAS_WORKSPACE_CONFIG``, which :func:`kdinv.launch.start.start_job` sets before CUDA
     starts. The CPU is deterministic without them.
     """
     torch.manual_seed(seed)  # seeds the CUDA generators too
@@ -239,6 +239,22 @@ def outputs_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
     return batch_loss
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Where a training keeps its resume state and when it saves it (:func:`fit`).
+
+    ``path``: the resume state's file (None: no resume state). When it exists and carries the same
+    ``fingerprint`` (the run's config, seed and data), training continues from it; it is rewritten
+    (atomically) at the end of an epoch once ``every`` epochs and ``minutes`` minutes have passed
+    since the job started or last saved it, and when SIGTERM or SIGUSR1 arrives, after which
+    :class:`TrainingInterrupted` is raised."""
+
+    path: str | Path | None = None
+    every: int = 1
+    minutes: float = 0.0
+    fingerprint: str = ""
+
+
 def fit(
     model: torch.nn.Module,
     x_train: torch.Tensor,
@@ -251,10 +267,7 @@ def fit(
     device: torch.device,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     name: str = "model",
-    resume: str | Path | None = None,
-    resume_every: int = 1,
-    fingerprint: str = "",
-    resume_minutes: float = 0.0,
+    resume: Resume | None = None,
     precision: str = "float32",
     seed: int = 0,
 ) -> tuple[dict, list[dict]]:
@@ -269,20 +282,14 @@ def fit(
             schedule and the choice of the best weights.
         augment: applied to the whole training set once per epoch (a fresh draw each epoch).
         name: how the log and errors name this run (model, fold).
-        resume: path of the resume state. When it exists and carries the same ``fingerprint``,
-            training continues from it; it is rewritten (atomically) at the end of an epoch once
-            ``resume_every`` epochs and ``resume_minutes`` minutes have passed since the job
-            started or last saved it, and when SIGTERM or SIGUSR1 arrives, after which
-            TrainingInterrupted is raised.
-            The state holds the model, optimizer, scheduler, every generator (the data
-            generator at the start of the epoch, the CPU's and each CUDA device's global one; the
-            steps' own generators are functions of (seed, epoch, step)), the early-stopping state
-            and, for a stop inside an epoch, the batch to continue from. On the CPU a resumed run
-            ends with exactly the weights of an uninterrupted one; on a GPU it replays the same
-            random draws, and the weights are bit-identical where every kernel has a deterministic
-            implementation (:func:`seed_everything`) and the GPU model is the same.
-        fingerprint: identifies the run (config, seed, data); a resume state of another run is
-            ignored.
+        resume: where and when the resume state is saved (:class:`Resume`). It holds the model,
+            optimizer, scheduler, every generator (the data generator at the start of the epoch,
+            the CPU's and each CUDA device's global one; the steps' own generators are functions
+            of (seed, epoch, step)), the early-stopping state and, for a stop inside an epoch, the
+            batch to continue from. On the CPU a resumed run ends with exactly the weights of an
+            uninterrupted one; on a GPU it replays the same random draws, and the weights are
+            bit-identical where every kernel has a deterministic implementation
+            (:func:`seed_everything`) and the GPU model is the same.
         precision: "float32", or "bf16" for bfloat16 autocast of the forward pass on a GPU (see
             :func:`autocast`; float32 on the CPU).
         seed: the base of each step's own randomness (:func:`batch_seed`).
@@ -290,138 +297,162 @@ def fit(
     The training and validation data are moved to ``device`` once; inside an epoch nothing is
     copied to the host (the loss is summed on the device and read once per epoch).
     """
-    model.to(device)
-    x_train, targets, x_val = x_train.to(device), targets.to(device), x_val.to(device)
-    if not isinstance(autocast(device, precision), contextlib.nullcontext):
-        log.info("%s: bfloat16 autocast on %s", name, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = None
-    if cfg.lr_patience is not None:
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
-        )
-    n = len(x_train)
-    best_acc, best_state, best_epoch, stale = -math.inf, None, 0, 0
-    history = []
-    first_epoch, first_batch, partial = 1, 0, (0.0, 0)
-    epoch_generator_state = generator.get_state()
-    saved = _load_resume(resume, fingerprint, name)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"], name)
-        epoch_generator_state = saved["generator"]
-        best_acc, best_epoch, stale = saved["best_acc"], saved["best_epoch"], saved["stale"]
-        best_state, history = saved["best_state"], saved["history"]
-        first_epoch, first_batch = saved["epoch"], saved["batch"]
-        partial = (saved["loss_sum"], saved["seen"])
-        log.info("%s: resuming at epoch %d, batch %d (from %s)", name, first_epoch, first_batch, resume)
+    run = _Fit(model.to(device), batch_loss, cfg, generator, device, name, resume or Resume(), precision, seed)
+    return run.train(x_train.to(device), targets.to(device), x_val.to(device), y_val, augment)
 
-    last_save = {"epoch": first_epoch - 1, "time": time.monotonic()}
 
-    def save_due(epoch):
-        """A save at the end of ``epoch``: resume_every epochs and resume_minutes since the last."""
+class _Fit:
+    """One run of :func:`fit`: the model, its optimizer and scheduler, the early-stopping state and
+    the data generator's state at the start of the epoch, which the resume state saves."""
+
+    def __init__(self, model, batch_loss, cfg: TrainConfig, generator, device, name: str, resume: Resume,
+                 precision: str, seed: int):
+        self.model, self.batch_loss, self.cfg, self.generator = model, batch_loss, cfg, generator
+        self.device, self.name, self.resume, self.precision, self.seed = device, name, resume, precision, seed
+        if not isinstance(autocast(device, precision), contextlib.nullcontext):
+            log.info("%s: bfloat16 autocast on %s", name, device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = None
+        if cfg.lr_patience is not None:
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
+            )
+        self.best_acc, self.best_state, self.best_epoch, self.stale = -math.inf, None, 0, 0
+        self.history = []
+        self.first_epoch, self.first_batch, self.partial = 1, 0, (0.0, 0)
+        self.epoch_generator_state = generator.get_state()
+        saved = _load_resume(resume.path, resume.fingerprint, name)
+        if saved is not None:
+            self._restore(saved)
+        self.last_save = {"epoch": self.first_epoch - 1, "time": time.monotonic()}
+
+    def _restore(self, saved: dict) -> None:
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"], self.name)
+        self.epoch_generator_state = saved["generator"]
+        self.best_acc, self.best_epoch, self.stale = saved["best_acc"], saved["best_epoch"], saved["stale"]
+        self.best_state, self.history = saved["best_state"], saved["history"]
+        self.first_epoch, self.first_batch = saved["epoch"], saved["batch"]
+        self.partial = (saved["loss_sum"], saved["seen"])
+        log.info("%s: resuming at epoch %d, batch %d (from %s)", self.name, self.first_epoch, self.first_batch,
+                 self.resume.path)
+
+    def _save_due(self, epoch: int) -> bool:
+        """A save at the end of ``epoch``: ``every`` epochs and ``minutes`` since the last."""
         return (
-            epoch - last_save["epoch"] >= resume_every
-            and time.monotonic() - last_save["time"] >= resume_minutes * 60
+            epoch - self.last_save["epoch"] >= self.resume.every
+            and time.monotonic() - self.last_save["time"] >= self.resume.minutes * 60
         )
 
-    def save_resume(epoch, batch, gen_state, loss_sum, seen):
-        if resume is None:
+    def _save(self, epoch: int, batch: int, gen_state, loss_sum: float, seen: int) -> None:
+        if self.resume.path is None:
             return
-        last_save.update(epoch=epoch - 1, time=time.monotonic())
+        self.last_save.update(epoch=epoch - 1, time=time.monotonic())
         save_tensors(
             {
-                "fingerprint": fingerprint,
+                "fingerprint": self.resume.fingerprint,
                 "epoch": epoch,
                 "batch": batch,
                 "generator": gen_state,
                 "loss_sum": loss_sum,
                 "seen": seen,
                 "rng": rng_state(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "best_acc": best_acc,
-                "best_epoch": best_epoch,
-                "stale": stale,
-                "best_state": best_state,
-                "history": history,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "best_acc": self.best_acc,
+                "best_epoch": self.best_epoch,
+                "stale": self.stale,
+                "best_state": self.best_state,
+                "history": self.history,
             },
-            resume,
+            self.resume.path,
         )
 
-    with _StopSignals() as stop:
-        for epoch in range(first_epoch, cfg.epochs + 1):
-            start = time.perf_counter()
-            model.train()
-            generator.set_state(epoch_generator_state)
-            inputs = augment(x_train, generator) if augment is not None else x_train
-            order = torch.randperm(n, generator=generator).to(device)
-            total, seen = torch.full((), partial[0], device=device), partial[1]
-            batches = range(first_batch * cfg.batch_size, n, cfg.batch_size)
-            first_batch, partial = 0, (0.0, 0)
-            for i in batches:
-                idx = order[i : i + cfg.batch_size]
-                step = i // cfg.batch_size
-                batch = Batch(inputs[idx], targets[idx], idx, epoch, step, batch_seed(seed, epoch, step),
-                              device, precision)  # fmt: skip
-                loss = batch_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                total += loss.detach() * len(idx)
-                seen += len(idx)
+    def train(self, x_train, targets, x_val, y_val, augment) -> tuple[dict, list[dict]]:
+        cfg, name = self.cfg, self.name
+        with _StopSignals() as stop:
+            for epoch in range(self.first_epoch, cfg.epochs + 1):
+                start = time.perf_counter()
+                train_loss = self._epoch(epoch, x_train, targets, augment, stop)
+                val_acc, val_loss, improved = self._validate(epoch, x_val, y_val)
+                self._record(epoch, train_loss, val_loss, val_acc, improved, time.perf_counter() - start)
+                if cfg.patience is not None and self.stale >= cfg.patience:
+                    log.info("%s: early stop after epoch %d (best epoch %d)", name, epoch, self.best_epoch)
+                    break
+                self.epoch_generator_state = self.generator.get_state()
+                if self._save_due(epoch) or stop.received:
+                    self._save(epoch + 1, 0, self.epoch_generator_state, 0.0, 0)
                 if stop.received:
-                    save_resume(epoch, i // cfg.batch_size + 1, epoch_generator_state, total.item(), seen)
                     raise TrainingInterrupted(
-                        f"{name}: {stop.received} at epoch {epoch}; resume state saved to {resume}"
+                        f"{name}: {stop.received} after epoch {epoch}; resume state saved to {self.resume.path}"
                     )
-            train_loss = (total / seen).item()  # one host sync per epoch
-            if not math.isfinite(train_loss):
-                raise NumericalError(f"{name}: training loss is {train_loss} at epoch {epoch}; stopping")
-            val_logits = predict(model, x_val, cfg.eval_batch_size, device)
-            val_acc = accuracy(val_logits, y_val)
-            val_loss = F.cross_entropy(val_logits, y_val).item()
-            if scheduler is not None:
-                scheduler.step(val_acc)
-            improved = val_acc > best_acc
-            if improved:
-                best_acc, best_epoch, stale = val_acc, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-            seconds = time.perf_counter() - start
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                    "val_accuracy": val_acc,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": seconds,
-                }
-            )
-            log.info(
-                "%s epoch %d/%d train_loss %.5f val_loss %.5f val_acc %.4f%s lr %.2g %.1fs",
-                name, epoch, cfg.epochs, train_loss, val_loss, val_acc,
-                " *" if improved else "", optimizer.param_groups[0]["lr"], seconds,
-            )
-            if cfg.patience is not None and stale >= cfg.patience:
-                log.info("%s: early stop after epoch %d (best epoch %d)", name, epoch, best_epoch)
-                break
-            epoch_generator_state = generator.get_state()
-            if save_due(epoch) or stop.received:
-                save_resume(epoch + 1, 0, epoch_generator_state, 0.0, 0)
+        return self.best_state, self.history
+
+    def _epoch(self, epoch: int, x_train, targets, augment, stop) -> float:
+        """One pass over the training data (from the batch a resumed run stopped at); returns the
+        mean training loss. A stop signal saves the resume state after the current step."""
+        cfg, device, n = self.cfg, self.device, len(x_train)
+        self.model.train()
+        self.generator.set_state(self.epoch_generator_state)
+        inputs = augment(x_train, self.generator) if augment is not None else x_train
+        order = torch.randperm(n, generator=self.generator).to(device)
+        total, seen = torch.full((), self.partial[0], device=device), self.partial[1]
+        batches = range(self.first_batch * cfg.batch_size, n, cfg.batch_size)
+        self.first_batch, self.partial = 0, (0.0, 0)
+        for i in batches:
+            idx = order[i : i + cfg.batch_size]
+            step = i // cfg.batch_size
+            batch = Batch(inputs[idx], targets[idx], idx, epoch, step, batch_seed(self.seed, epoch, step),
+                          device, self.precision)  # fmt: skip
+            loss = self._step(batch)
+            total += loss.detach() * len(idx)
+            seen += len(idx)
             if stop.received:
+                self._save(epoch, step + 1, self.epoch_generator_state, total.item(), seen)
                 raise TrainingInterrupted(
-                    f"{name}: {stop.received} after epoch {epoch}; resume state saved to {resume}"
+                    f"{self.name}: {stop.received} at epoch {epoch}; resume state saved to {self.resume.path}"
                 )
-    return best_state, history
+        train_loss = (total / seen).item()  # one host sync per epoch
+        if not math.isfinite(train_loss):
+            raise NumericalError(f"{self.name}: training loss is {train_loss} at epoch {epoch}; stopping")
+        return train_loss
+
+    def _step(self, batch: Batch) -> torch.Tensor:
+        loss = self.batch_loss(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return loss
+
+    def _validate(self, epoch: int, x_val, y_val) -> tuple[float, float, bool]:
+        """Validation accuracy and loss; the LR schedule and the best weights follow the accuracy."""
+        val_logits = predict(self.model, x_val, self.cfg.eval_batch_size, self.device)
+        val_acc = accuracy(val_logits, y_val)
+        val_loss = F.cross_entropy(val_logits, y_val).item()
+        if self.scheduler is not None:
+            self.scheduler.step(val_acc)
+        improved = val_acc > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch, self.stale = val_acc, epoch, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.stale += 1
+        return val_acc, val_loss, improved
+
+    def _record(self, epoch, train_loss, val_loss, val_acc, improved, seconds) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                             "val_accuracy": val_acc, "lr": lr, "seconds": seconds})
+        log.info(
+            "%s epoch %d/%d train_loss %.5f val_loss %.5f val_acc %.4f%s lr %.2g %.1fs",
+            self.name, epoch, self.cfg.epochs, train_loss, val_loss, val_acc, " *" if improved else "", lr, seconds,
+        )
 
 
 def _load_resume(path: str | Path | None, fingerprint: str, name: str) -> dict | None:
@@ -435,5 +466,3 @@ def _load_resume(path: str | Path | None, fingerprint: str, name: str) -> dict |
         log.warning("%s: ignoring %s, it was written by an older version of this workflow", name, path)
         return None
     return saved
-
-

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from kdinv.analysis.stats import ALPHA, FAILS, HOLDS, UNSURE, aggregate, decide, holm, p_values
-from kdinv.distill.recipes import USES_SYMMETRY
+from kdinv.distill.recipes import PAPER, RECIPES, param_column
+from kdinv.symmetry.catalog import TEACHER_IM_MAX
 
-TEACHER_IM_MAX = 1e-4
 RELATIVE_MARGIN = 0.10
 ACCURACY_MARGIN = 0.01
 
@@ -42,14 +42,14 @@ class Series:
     ``reference``: for a distillation, whose fidelity (``own`` teacher, or the row's ``t``).
     ``recipe``, ``direction``: for a distillation, the recipe (:mod:`kdinv.distill.recipes`) and
     KD direction; a recipe that uses a symmetry is taken with the row's. ``plain`` in the paper's
-    direction is the paper's run. A recipe with several parameter values (consistency's λ) gives
-    several variants; :func:`best_variant` picks one.
+    direction is the paper's run. A recipe with several values of a parameter (consistency's λ)
+    gives several variants; :func:`best_variant` picks one.
     """
 
     role: str
     label: str
     reference: str = "own"
-    recipe: str = "plain"
+    recipe: str = PAPER
     direction: str | None = None  # None: the paper's KD direction (that of the ``plain`` runs)
     variant: str | None = None  # one recipe variant by its id (the ``recipe`` column), if given
 
@@ -64,7 +64,7 @@ def paper_direction(table: pd.DataFrame) -> str | None:
     """The KD direction of the paper's runs (recipe ``plain``) in the table."""
     if "recipe" not in table or "kd_direction" not in table:
         return None
-    plain = table.loc[table["recipe"] == "plain", "kd_direction"].dropna()
+    plain = table.loc[table["recipe"] == PAPER, "kd_direction"].dropna()
     return plain.iloc[0] if not plain.empty else None
 
 
@@ -72,12 +72,12 @@ def _recipe_rows(df: pd.DataFrame, row: dict, series: Series, paper: str | None)
     if series.variant is not None:
         return df[df["recipe"] == series.variant] if "recipe" in df else df.iloc[0:0]
     if "recipe" not in df:  # a table from before recipes: every distillation is the paper's
-        return df if series.recipe == "plain" and series.direction in (None, paper) else df.iloc[0:0]
+        return df if series.recipe == PAPER and series.direction in (None, paper) else df.iloc[0:0]
     direction = series.direction or paper
-    if series.recipe == "plain" and direction == paper:
-        return df[df["recipe"] == "plain"]
+    if series.recipe == PAPER and direction == paper:
+        return df[df["recipe"] == PAPER]
     sel = df[(df["recipe_name"] == series.recipe) & (df["kd_direction"] == direction)]
-    if series.recipe in USES_SYMMETRY:
+    if RECIPES[series.recipe].needs_symmetry:
         sel = sel[sel["recipe_symmetry"] == row["symmetry"]]
     return sel
 
@@ -138,14 +138,32 @@ def best_temperature(frame: pd.DataFrame) -> float:
     return float(means.index[means.to_numpy() == means.min()].min())
 
 
-def best_variant(frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-    """Of several variants of one recipe at one temperature (consistency's λ values), the one
-    whose mean validation IM over its folds is lowest (ties: the smallest λ); (its rows, its λ)."""
-    if frame.empty or "recipe_lambda" not in frame or frame["recipe_lambda"].isna().all():
+def best_variant(frame: pd.DataFrame, key: str) -> tuple[pd.DataFrame, float]:
+    """Of several variants of one recipe at one temperature that differ in the parameter ``key``
+    (a config key, e.g. consistency's ``lambda``), the one whose mean validation IM over its folds
+    is lowest (ties: the smallest value); (its rows, its value)."""
+    column = param_column(key)
+    if frame.empty or column not in frame or frame[column].isna().all():
         return frame, math.nan
-    means = frame.groupby("recipe_lambda")[selection_metric(frame)].mean()
+    means = frame.groupby(column)[selection_metric(frame)].mean()
     best = float(means.index[means.to_numpy() == means.min()].min())
-    return frame[np.isclose(frame["recipe_lambda"].astype(float), best)], best
+    return frame[np.isclose(frame[column].astype(float), best)], best
+
+
+def best_candidate(frames: list[tuple[Series, pd.DataFrame]]) -> tuple[Series, float, float, pd.DataFrame] | None:
+    """Of several distillation series (recipes), the one whose mean validation IM over its folds is
+    lowest at some temperature (and, for a recipe with several λ, its best λ: :func:`best_variant`):
+    (series, temperature, λ or NaN, its rows at that temperature and λ). Ties: the earlier series,
+    then the lowest T. None when every frame is empty."""
+    best = None
+    for series, frame in frames:
+        for temperature in sorted(frame["temperature"].dropna().astype(float).unique()):
+            at_t, params = at(frame, temperature), RECIPES[series.recipe].params
+            rows, lam = best_variant(at_t, params[0].key) if params else (at_t, math.nan)
+            score = rows[selection_metric(rows)].mean()
+            if best is None or score < best[0]:
+                best = (score, series, float(temperature), lam, rows)
+    return None if best is None else best[1:]
 
 
 # --------------------------------------------------------------------------------------- claims
@@ -154,10 +172,11 @@ class Comparison:
     """A fold-paired difference a − b of ``metric`` (the ``comparison`` column names it).
 
     ``b=None`` compares a with 0. ``when``: ``per_temperature`` (at every temperature of the
-    distillations), ``once`` (a trained model, no temperature) or ``best_temperature`` (at the
-    temperature :func:`best_temperature` picks for ``a``). ``threshold(stats)`` is the number the
-    interval is compared with under ``rule`` (see :data:`kdinv.analysis.stats.RULES`); ``rule``
-    None shows the comparison without a verdict.
+    distillations), ``once`` (a trained model, no temperature), ``best_temperature`` (at the
+    temperature :func:`best_temperature` picks for ``a``) or ``best_recipe`` (``a`` is the one of
+    ``candidates``, at the temperature and λ, that :func:`best_candidate` picks).
+    ``threshold(stats)`` is the number the interval is compared with under ``rule`` (see
+    :data:`kdinv.analysis.stats.RULES`); ``rule`` None shows the comparison without a verdict.
     """
 
     name: str
@@ -168,6 +187,7 @@ class Comparison:
     threshold: Callable[[dict], float] = lambda st: 0.0
     when: str = "per_temperature"
     choose: str | None = None  # "lambda": a's best variant at each temperature (best_variant)
+    candidates: tuple[Series, ...] = ()  # when="best_recipe": the series a is chosen from
 
 
 @dataclass(frozen=True)
@@ -355,6 +375,21 @@ def _sentence_c(c, row, v):
     return _unsure(c, "the interval includes 0") + f" ({nums})."
 
 
+def _sentence_k(k, row, v):
+    r = k.iloc[0] if not k.empty else None
+    if r is None or r["n_folds"] == 0:
+        return "The table lacks the augmented student or the recipes' t→s distillations."
+    lam = f", λ={fmt(r['best_lambda'])}" if np.isfinite(r["best_lambda"]) else ""
+    nums = (f"IM(s_aug) {fmt(r['mean_b'])} against {r['a']} {fmt(r['mean_a'])}, the t→s student of "
+            f"lowest validation IM over the recipes, temperatures and λ (T={r['best_temperature']:g}{lam}); "
+            f"difference {interval(r)}")
+    if v == HOLDS:
+        return f"Augmentation gives a more invariant student than the best KD recipe, the interval excludes 0 ({nums})."
+    if v == FAILS:
+        return f"The best KD recipe gives a more invariant student than augmentation, the interval excludes 0 ({nums})."
+    return _unsure(k, "the interval includes 0") + f" ({nums})."
+
+
 def _sentence_d(d, row, v):
     if v == HOLDS:
         lead = ("t→s agrees with t more than the control t'→s' does at every temperature, "
@@ -378,8 +413,15 @@ def _sentence_e(e, row, v):
         lead = (f"KD lowers the accuracy by more than {ACCURACY_MARGIN * 100:g} percentage point at "
                 f"{temps(e[e['verdict'] == FAILS])}{_holm_paren(e)}")
     else:
-        lead = _unsure(e, f"at {temps(e[e['verdict'] != HOLDS])} the interval reaches below "
-                          f"−{ACCURACY_MARGIN * 100:g} percentage point") if not e.empty else "No distillation is in the table"
+        lead = (
+            _unsure(
+                e,
+                f"at {temps(e[e['verdict'] != HOLDS])} the interval reaches below "
+                f"−{ACCURACY_MARGIN * 100:g} percentage point",
+            )
+            if not e.empty
+            else "No distillation is in the table"
+        )
     direction = []
     if not better.empty:
         direction.append(f"significantly better than s alone at {temps(better)}")
@@ -452,11 +494,20 @@ ACCURACY_REVERSE_MINUS_FORWARD = Comparison(
     Series("t→s", "accuracy(t→s, forward KL)", direction="forward"), "lowers",
     threshold=lambda st: ACCURACY_MARGIN)
 
+# Beyond the paper: continuous groups. The KD students of every recipe that ran, the best chosen on
+# validation IM, against augmentation
+# (docs/beyond.md, "Claim (k): does augmentation still win for a continuous group?").
+KD_RECIPES = (Series("t→s", "IM(t→s, plain)"), Series("t→s", "IM(t→s, augmented)", recipe="augmented"),
+              Series("t→s", "IM(t→s, consistency)", recipe="consistency"))
+IM_KD_BEST_RECIPE_MINUS_AUG = Comparison(
+    "im_kd_best_recipe_minus_aug", "im", Series("t→s", "IM(t→s, best recipe)"), S_AUG, "above",
+    when="best_recipe", candidates=KD_RECIPES)
+
 COMPARISONS: tuple[Comparison, ...] = (
     TEACHER_IM, IM_KD_MINUS_SELF, IM_KD_MINUS_AUG, AGREEMENT_KD_MINUS_CONTROL, ACCURACY_KD_MINUS_ALONE,
     IM_AUGKD_MINUS_AUG, ACCURACY_AUGKD_MINUS_AUG, IM_AUGKD_MINUS_AUGSELF, AGREEMENT_AUGKD_MINUS_CONTROL,
     IM_CONSISTENCY_MINUS_PLAIN, ACCURACY_CONSISTENCY_MINUS_PLAIN, ACCURACY_REVERSE_MINUS_FORWARD,
-    IM_KD_BEST_MINUS_AUG,
+    IM_KD_BEST_MINUS_AUG, IM_KD_BEST_RECIPE_MINUS_AUG,
 )
 """Every comparison of a row, in the order of the findings table."""
 
@@ -493,6 +544,9 @@ CLAIMS: tuple[Claim, ...] = (
           (IM_CONSISTENCY_MINUS_PLAIN, ACCURACY_CONSISTENCY_MINUS_PLAIN), lambda items, row, v: _sentence_i(items, v)),
     Claim("j", "(j) reverse KL lowers the student's accuracy against forward KL at some temperature",
           (ACCURACY_REVERSE_MINUS_FORWARD,), _sentence_j, across="some"),
+    Claim("k", "(k) augmentation instils more invariance than the best KD recipe (the question for a "
+          "continuous group, whose orbit augmentation cannot cover)",
+          (IM_KD_BEST_RECIPE_MINUS_AUG,), _sentence_k),
 )
 
 PAPER_CLAIMS = ("a", "b", "c", "d", "e")
@@ -531,4 +585,4 @@ CLAIM_OF: dict[str, str | None] = {c.name: None for c in COMPARISONS}
 CLAIM_OF.update({comp.name: claim.id for claim in CLAIMS for comp in claim.comparisons})
 """The claim each comparison decides (None: shown without a verdict)."""
 
-__all__ = ["CLAIMS", "COMPARISONS", "CLAIM_OF", "Claim", "Comparison", "Series"]
+__all__ = ["CLAIMS", "CLAIM_OF", "COMPARISONS", "Claim", "Comparison", "Series", "best_candidate"]

@@ -7,6 +7,7 @@ renamed checkpoint is caught.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path, PurePath
 
@@ -14,12 +15,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from kdinv.io import load_tensors  # noqa: E402
-from kdinv.paths import ID_COLUMNS, RUN_KINDS, parse_run_dir, run_label  # noqa: E402
+from kdinv.io import load_tensors
+from kdinv.paths import ID_COLUMNS, RUN_KINDS, parse_run_dir, run_label
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
 COLUMNS = ["run", *ID_COLUMNS, *HISTORY_COLUMNS, "best_epoch", "is_best", "path"]
@@ -156,3 +159,15 @@ def plot_curves(curves: pd.DataFrame, out_png, out_pdf) -> None:
     fig.set_layout_engine("none")  # keep the layout just computed: the PDF needs no second pass
     fig.savefig(out_pdf)
     plt.close(fig)
+
+
+def write_curves(checkpoints: list[str | Path], out_table, out_png, out_pdf) -> pd.DataFrame:
+    """Rule plot_curves: the per-epoch histories of ``checkpoints`` as a table (parquet,
+    written atomically) and a figure."""
+    curves = curves_table(checkpoints)
+    tmp = Path(out_table).with_suffix(".tmp.parquet")
+    curves.to_parquet(tmp, index=False)
+    tmp.replace(out_table)
+    plot_curves(curves, out_png, out_pdf)
+    log.info("%d epochs of %d runs", len(curves), curves["run"].nunique())
+    return curves

@@ -13,11 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from kdinv.analysis.claims import Series, select  # noqa: E402
+from kdinv.analysis.claims import Series, select
+from kdinv.distill.recipes import PAPER
 
 COLUMNS = [
     ("accuracy", "Accuracy"),
@@ -129,9 +130,9 @@ def plot_tradeoff(metrics_path, rows: list[dict], out_png, out_pdf) -> None:
     table = pd.read_parquet(metrics_path)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
     if "recipe" not in table:
-        table = table.assign(recipe=table["kind"].map({"distill": "plain"}))
+        table = table.assign(recipe=table["kind"].map({"distill": PAPER}))
     variants = [v for v in dict.fromkeys(table["recipe"].dropna()) if v is not None]
-    variants = ["plain"] + sorted(v for v in variants if v != "plain")
+    variants = [PAPER] + sorted(v for v in variants if v != PAPER)
     colours = dict(zip(variants, sns.color_palette("tab10" if len(variants) <= 10 else "husl", len(variants))))
     temps = sorted(table["temperature"].dropna().unique())
     cols = min(len(rows), 3)

@@ -37,6 +37,10 @@ docs/method.md ("The findings"); in short:
 (e) ``accuracy_kd_minus_alone``: accuracy(t→s) − accuracy(s) is at least −1 percentage point, per T.
 (f)-(j) test the distillation recipes, where they ran. ``im_kd_minus_aug`` (IM(t→s) − IM(s_aug),
 per T) is shown without a verdict.
+(k) ``im_kd_best_recipe_minus_aug``: IM of the best KD student over the recipes that ran (plain,
+    augmented, consistency), temperatures and λ − IM(s_aug) is above 0; best is lowest mean
+    validation IM over the folds (ties: plain first, then the lowest T and λ). Decided where a
+    recipe beyond plain ran; its question is the continuous groups' (docs/beyond.md).
 
 A claim about every temperature holds when it holds at every T, does not hold when it fails at
 some T (Holm-corrected), and is inconclusive otherwise; (j) is a claim about some temperature.
@@ -46,6 +50,7 @@ that temperature (``claim_verdict_at_t``) and the row's summary of the claim (``
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -59,7 +64,9 @@ from kdinv.analysis.claims import (
     PAPER_CLAIMS,
     Claim,
     Comparison,
+    Series,
     at,
+    best_candidate,
     best_temperature,
     best_variant,
     fmt,
@@ -70,6 +77,9 @@ from kdinv.analysis.claims import (
     under_measure,
 )
 from kdinv.analysis.stats import FAILS, HOLDS, UNSURE, p_values, paired_stats, undecided
+from kdinv.distill.recipes import PAPER
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FAILS", "HOLDS", "UNSURE", "findings_table", "paired_stats", "to_html", "to_markdown",
            "verdicts", "write_findings"]
@@ -89,19 +99,24 @@ def _temperatures(frames) -> list[float]:
     return sorted(values)
 
 
+def _series_present(table: pd.DataFrame, s: Series | None) -> bool:
+    """Whether the run has the recipe a series needs (the paper's plain runs always count)."""
+    if s is None or "→" not in s.role or (s.recipe == PAPER and s.direction is None):
+        return True
+    if "recipe_name" not in table:
+        return False
+    sel = table["recipe_name"] == s.recipe
+    if s.direction is not None:
+        sel &= table["kd_direction"] == s.direction
+    return bool(sel.any())
+
+
 def _present(table: pd.DataFrame, comp: Comparison) -> bool:
-    """Whether the run has the recipes a comparison needs (the paper's plain runs always count)."""
-    for s in (comp.a, comp.b):
-        if s is None or "→" not in s.role or (s.recipe == "plain" and s.direction is None):
-            continue
-        if "recipe_name" not in table:
-            return False
-        sel = table["recipe_name"] == s.recipe
-        if s.direction is not None:
-            sel &= table["kd_direction"] == s.direction
-        if not sel.any():
-            return False
-    return True
+    """Whether the run has the recipes a comparison needs; one choosing among recipes
+    (``candidates``) needs one beyond the paper's."""
+    if comp.candidates:
+        return any(s.recipe != PAPER and _series_present(table, s) for s in comp.candidates)
+    return _series_present(table, comp.a) and _series_present(table, comp.b)
 
 
 def _row_records(table: pd.DataFrame, row: dict, claims: tuple[Claim, ...] = CLAIMS,
@@ -122,8 +137,8 @@ def _row_records(table: pd.DataFrame, row: dict, claims: tuple[Claim, ...] = CLA
         f = frame(series)
         f = f if temperature is None else at(f, temperature)
         lam = math.nan
-        if choose == "lambda":
-            f, lam = best_variant(f)
+        if choose is not None:
+            f, lam = best_variant(f, choose)
         what = f"{name}: {series.role} {series.recipe}" + ("" if temperature is None else f" T={temperature:g}")
         return per_fold(f, metric, what), lam
 
@@ -157,6 +172,16 @@ def _row_records(table: pd.DataFrame, row: dict, claims: tuple[Claim, ...] = CLA
         a = pd.Series(dtype=float) if math.isnan(best) else values(comp.a, comp.metric, best)[0]
         b = values(comp.b, comp.metric, None if "→" not in comp.b.role else best)[0]
         out.append(record(comp, paired_stats(a, b), best=best))
+    for comp in (c for c in comparisons if c.when == "best_recipe"):
+        chosen = best_candidate([(s, frame(s)) for s in comp.candidates])
+        if chosen is None:
+            a, best, lam, label = pd.Series(dtype=float), math.nan, math.nan, comp.a.label
+        else:
+            series, best, lam, rows = chosen
+            a = per_fold(rows, comp.metric, f"{name}: {series.role} {series.recipe} T={best:g}")
+            label = series.label
+        b = values(comp.b, comp.metric)[0]
+        out.append({**record(comp, paired_stats(a, b), best=best, lam=lam), "a": label})
     return _decide(out, claims)
 
 
@@ -261,16 +286,16 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
     lines = [
         "# Findings: does this run reproduce the paper's claims?",
         "",
-        "Differences are means over folds paired by fold, with the 95 % t-interval over folds "
+        ("Differences are means over folds paired by fold, with the 95 % t-interval over folds "
         "in brackets. ✓ the claim tested by the column holds at that T, ✗ it does not, ? "
         "inconclusive: t-tests at 5 % (for (b) and (f) the equivalence and non-inferiority tests "
         "of the 90 % interval), corrected with Holm's procedure over a claim's temperatures, and "
         "no test with fewer than 3 paired folds or identical differences (sd = 0). The rules are "
-        "in `kdinv/analysis/claims.py` (one object per claim) and in docs/method.md.",
+        "in `kdinv/analysis/claims.py` (one object per claim) and in docs/method.md."),
         "",
-        "The folds share training data (each pair of folds trains on overlapping parts of the "
+        ("The folds share training data (each pair of folds trains on overlapping parts of the "
         "training split) and the teacher of a fold is reused by every student of that fold, so the "
-        "fold-paired t-intervals are approximate: they treat the folds as independent.",
+        "fold-paired t-intervals are approximate: they treat the folds as independent."),
         "",
     ]
     columns = [
@@ -321,6 +346,13 @@ def to_markdown(findings: pd.DataFrame, verdicts: dict) -> str:
                 lines.append("")
                 lines.append(f"Best KD student (best T on validation IM): T = {fmt(b['best_temperature'])}; "
                              f"IM(t→s) − IM(s_aug) = {_cell(b)}.")
+            recipe = f[f["comparison"] == "im_kd_best_recipe_minus_aug"]
+            if not recipe.empty and recipe.iloc[0]["n_folds"] > 0:
+                b = recipe.iloc[0]
+                lam = f", λ = {fmt(b['best_lambda'])}" if np.isfinite(b["best_lambda"]) else ""
+                lines.append("")
+                lines.append(f"Best KD recipe (on validation IM): {b['a']} at T = {fmt(b['best_temperature'])}{lam}; "
+                             f"IM(best) − IM(s_aug) = {_cell(b)}.")
         lines.append("")
         for claim, verdict, sentence in items:
             lines.append(f"- **{claim}: {verdict}.** {sentence}")
@@ -339,14 +371,14 @@ def to_html(findings: pd.DataFrame, verdicts_by_row: dict) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"><title>Findings</title>',
-        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"
+        ("<style>body{font-family:sans-serif;max-width:70em;margin:auto}"
         "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "</style></head><body>",
+        "</style></head><body>"),
         '<h1 id="findings">Findings: do the paper\'s claims hold on this run?</h1>',
-        "<p>Differences are fold-paired means with 95 % t-intervals; verdicts come from t-tests at "
+        ("<p>Differences are fold-paired means with 95 % t-intervals; verdicts come from t-tests at "
         "5 %, Holm-corrected over a claim's temperatures (docs/method.md). The folds share training data "
         "and each fold's teacher serves all its students, so the intervals are approximate: they "
-        "treat the folds as independent.</p>",
+        "treat the folds as independent.</p>"),
     ]
     for name, claims in verdicts_by_row.items():
         parts.append(f'<h2 class="row">{html.escape(str(name))}</h2><ul>')
@@ -375,4 +407,5 @@ def write_findings(metrics_path, rows: list[dict], out_parquet, out_markdown, ou
     out_markdown.write_text(to_markdown(findings, decided), encoding="utf-8")
     if out_html is not None:
         Path(out_html).write_text(to_html(findings, decided), encoding="utf-8")
+    log.info("%d comparisons written", len(findings))
     return findings

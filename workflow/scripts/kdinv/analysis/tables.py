@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from kdinv.paths import RUN_COLUMNS
+
+log = logging.getLogger(__name__)
 
 METRICS = ["accuracy", "nll", "ece", "im", "agreement", "kl"]
 FIDELITY = ["agreement", "kl"]
@@ -58,6 +61,7 @@ def collect_metrics(paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     tmp = out.with_suffix(".tmp.parquet")
     result.to_parquet(tmp, index=False)
     tmp.replace(out)
+    log.info("collected %d rows from %d files", len(result), len(tables))
     return result
 
 
@@ -92,4 +96,5 @@ def write_row_tables(metrics_path: str | Path, rows: list[dict], out_dir: str | 
         path = out_dir / f"{row['name']}.csv"
         row_summary(table, row).to_csv(path, index=False, float_format="%.6g")
         paths.append(path)
+    log.info("wrote %s", ", ".join(map(str, paths)))
     return paths

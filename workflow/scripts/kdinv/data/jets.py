@@ -116,8 +116,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-
-
 def _commit_splits(staged: Path, dest: Path, splits: Sequence[str]) -> None:
     """Move the complete folders ``staged/<split>`` to ``dest/<split>`` with renames.
 
@@ -152,20 +150,6 @@ def _check_not_inside(path: Path, dest: Path, splits: Sequence[str]) -> None:
                 f"{path} lies inside {dest / split}, which would be replaced; choose another "
                 "destination"
             )
-
-
-# --------------------------------------------------------------------------------------------
-# Source "offline"
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,39 +554,7 @@ def preprocess_jets(
     )
     filled = 0
     for path in paths:
-        kept_file = 0
-        with _open(path) as fh:
-            const, jets = _checked_datasets(fh, path)
-            labels = _read_labels(jets, path)
-            n = const.shape[0]
-            for start in range(0, n, chunk_size):
-                stop = min(start + chunk_size, n)
-                chunk = buffer[: stop - start]
-                try:
-                    const.read_direct(chunk, np.s_[start:stop], np.s_[0 : stop - start])
-                except (OSError, TypeError) as exc:
-                    raise DataError(
-                        f"{path.name}: cannot read jets {start}..{stop} of jetConstituentList "
-                        f"({exc}); truncated? [{path}]"
-                    ) from exc
-                used = chunk[:, :, list(SELECTED_FEATURES)]
-                if not np.isfinite(used).all():
-                    bad = int((~np.isfinite(used)).any(axis=(1, 2)).sum())
-                    raise DataError(
-                        f"{path.name}: {bad} jets among {start}..{stop - 1} have non-finite pT, "
-                        f"eta_rel or phi_rel [{path}]"
-                    )
-                del used
-                xc, has = _process_chunk(chunk, n_constituents, pt_min)
-                k = int(has.sum())
-                x[filled : filled + k] = xc[has]
-                y[filled : filled + k] = labels[start:stop][has]
-                filled += k
-                kept_file += k
-        logger.info(
-            "%s: %d jets, %d kept (%d without constituents above %g GeV dropped)",
-            path.name, n, kept_file, n - kept_file, pt_min,
-        )  # fmt: skip
+        filled = _preprocess_file(path, x, y, filled, buffer, chunk_size, n_constituents, pt_min)
     if filled < total:
         # Shrink in place (no copy of the output); only the dropped jets' rows are released.
         x.resize((filled, n_constituents, 3), refcheck=False)
@@ -612,6 +564,83 @@ def preprocess_jets(
         len(paths), total, filled, dict(zip(CLASSES, np.bincount(y, minlength=5).tolist())),
     )  # fmt: skip
     return x, y
+
+
+def _preprocess_file(path: Path, x: np.ndarray, y: np.ndarray, filled: int, buffer: np.ndarray, chunk_size: int,
+                     n_constituents: int, pt_min: float) -> int:
+    """One file of :func:`preprocess_jets`: its kept jets into ``x`` and ``y`` from row ``filled``
+    on, read ``chunk_size`` jets at a time into ``buffer``; returns the rows filled after it."""
+    kept_file = 0
+    with _open(path) as fh:
+        const, jets = _checked_datasets(fh, path)
+        labels = _read_labels(jets, path)
+        n = const.shape[0]
+        for start in range(0, n, chunk_size):
+            stop = min(start + chunk_size, n)
+            chunk = buffer[: stop - start]
+            try:
+                const.read_direct(chunk, np.s_[start:stop], np.s_[0 : stop - start])
+            except (OSError, TypeError) as exc:
+                raise DataError(
+                    f"{path.name}: cannot read jets {start}..{stop} of jetConstituentList "
+                    f"({exc}); truncated? [{path}]"
+                ) from exc
+            used = chunk[:, :, list(SELECTED_FEATURES)]
+            if not np.isfinite(used).all():
+                bad = int((~np.isfinite(used)).any(axis=(1, 2)).sum())
+                raise DataError(
+                    f"{path.name}: {bad} jets among {start}..{stop - 1} have non-finite pT, "
+                    f"eta_rel or phi_rel [{path}]"
+                )
+            del used
+            xc, has = _process_chunk(chunk, n_constituents, pt_min)
+            k = int(has.sum())
+            x[filled : filled + k] = xc[has]
+            y[filled : filled + k] = labels[start:stop][has]
+            filled += k
+            kept_file += k
+    logger.info(
+        "%s: %d jets, %d kept (%d without constituents above %g GeV dropped)",
+        path.name, n, kept_file, n - kept_file, pt_min,
+    )  # fmt: skip
+    return filled
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow's jobs (kdinv.data.kinds)
+# --------------------------------------------------------------------------------------------
+
+
+def fetch_jets(spec: dict, raw: Path) -> Path:
+    """Rule fetch_jets's job: the h5 files from the configured source (``spec``: ``source`` and
+    the keys it reads, :mod:`kdinv.data.kinds`), archives and extracted or generated files kept
+    in ``raw``. Returns the folder of the ``train/`` and ``val/`` folders."""
+    if spec["source"] == "download":
+        return download_jets(spec["url"], raw, retries=3)
+    if spec["source"] == "local":
+        return resolve_local_jets(spec["local_dir"], extract_to=raw / "h5")
+    from kdinv.data.offline.jets import write_offline_jets
+
+    source = raw / "h5"
+    write_offline_jets(
+        source, seed=spec["seed"], files=spec["offline_files"], jets_per_file=spec["offline_jets_per_file"]
+    )
+    return source
+
+
+def write_jets_splits(
+    source: Path, outputs: dict[str, str], processes: int, n_constituents: int, pt_min: float
+) -> None:
+    """Rule prepare_jets's job: the h5 files under ``source`` -> (pT, eta_rel, phi_rel) of the
+    ``n_constituents`` leading constituents above ``pt_min`` (:func:`preprocess_jets`), the split
+    files ``outputs`` (by split; the ``val`` files are the test split)."""
+    from kdinv.data.splits import save_split
+
+    files = list_h5_files(source)
+    for split in ("train", "test"):
+        x, y = preprocess_jets(files[split], n_constituents=n_constituents, pt_min=pt_min)
+        save_split(x, y, len(CLASSES), outputs[split], classes=list(CLASSES))
+        logger.info("%s: %d files -> %s", split, len(files[split]), x.shape)
 
 
 # --------------------------------------------------------------------------------------------

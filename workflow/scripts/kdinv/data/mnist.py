@@ -39,7 +39,7 @@ from kdinv.data.download import ChecksumError, DataError, fetch_file, md5sum, st
 logger = logging.getLogger(__name__)
 
 # The four official files and their md5s. They are the values of
-# ``torchvision.datasets.MNIST.resources`` (tests/unit/test_mnist.py checks that they stay equal);
+# ``torchvision.datasets.MNIST.resources`` (tests/unit/data/test_mnist.py checks that they stay equal);
 # they are written out here so that the table does not depend on the installed torchvision and a
 # change there shows up as a failing test instead of silently changing what we accept.
 MNIST_FILES: dict[str, str] = {
@@ -70,7 +70,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def _uncompressed_name(name: str) -> str:
     """``'x.gz'`` -> ``'x'``; other names unchanged."""
-    return name[:-3] if name.endswith(".gz") else name
+    return name.removesuffix(".gz")
 
 
 def _checksum_message(name: str, actual: str, expected: str) -> str:
@@ -78,8 +78,6 @@ def _checksum_message(name: str, actual: str, expected: str) -> str:
         f"{name}: md5 {actual} does not match the official {expected}; "
         "the file is corrupt or not the original MNIST file"
     )
-
-
 
 
 def _commit(staged: list[Path], dest_dir: Path) -> None:
@@ -302,8 +300,8 @@ def copy_local_mnist(
     ``src_dir`` holds each file either as the official ``.gz`` or uncompressed (the same name
     without ``.gz``); when both exist the ``.gz`` is used. Every file arrives in ``dest_dir`` under
     its official ``.gz`` name (uncompressed files are gzip-compressed on the way), so the rule's
-    outputs are the same whatever the source held. The copies are staged next to ``dest_dir`` and moved in with atomic renames once all
-    four are checked.
+    outputs are the same whatever the source held. The copies are staged next to ``dest_dir`` and
+    moved in with atomic renames once all four are checked.
 
     Args:
         src_dir: the folder with the four files.
@@ -355,15 +353,6 @@ def copy_local_mnist(
         dest_dir,
         "verified" if verify_checksums else "not verified",
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Source "offline"
-# --------------------------------------------------------------------------------------------
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,3 +441,28 @@ def preprocess_mnist(raw_dir: str | Path, pad_to: int = 32) -> dict[str, np.ndar
         raw_dir, len(train_y), len(test_y), pad_to, pad_to,
     )  # fmt: skip
     return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def fetch_mnist(spec: dict, raw: Path) -> None:
+    """Rule fetch_mnist's job: the four raw files (:data:`MNIST_FILES`) in ``raw`` from the
+    configured source (``spec``: ``source`` and the keys it reads, :mod:`kdinv.data.kinds`)."""
+    if spec["source"] == "download":
+        download_mnist(spec["url"], raw)
+    elif spec["source"] == "local":
+        copy_local_mnist(spec["local_dir"], raw, verify_checksums=spec["verify_checksums"])
+    else:
+        from kdinv.data.offline.mnist import write_offline_mnist
+
+        write_offline_mnist(raw, seed=spec["seed"], test_fraction=spec["offline_test_fraction"])
+
+
+def write_mnist_splits(source: Path, outputs: dict[str, str], processes: int, pad_to: int) -> None:
+    """Rule prepare_mnist's job: the raw IDX files in the folder ``source`` -> the split files
+    ``outputs`` (by split), scaled and padded to ``pad_to`` (:func:`preprocess_mnist`)."""
+    from kdinv.data.splits import save_split
+
+    data = preprocess_mnist(source, pad_to=pad_to)
+    classes = [str(d) for d in range(NUM_CLASSES)]
+    save_split(data["train_x"], data["train_y"], NUM_CLASSES, outputs["train"], classes=classes)
+    save_split(data["test_x"], data["test_y"], NUM_CLASSES, outputs["test"], classes=classes)
+    logger.info("train %s, test %s", data["train_x"].shape, data["test_x"].shape)

@@ -819,30 +819,36 @@ def resolve_local_modelnet(local_dir: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def fetch_modelnet(spec: dict, raw: Path) -> Path:
+    """Rule fetch_modelnet40's job: the meshes from the configured source (``spec``: ``source``
+    and the keys it reads, :mod:`kdinv.data.kinds`), the zip or generated tree kept in ``raw``.
+    Returns where they are: the zip, or the folder of the class folders."""
+    if spec["source"] == "download":
+        return download_modelnet(spec["url"], raw, retries=3)
+    if spec["source"] == "local":
+        return resolve_local_modelnet(spec["local_dir"])
+    from kdinv.data.offline.modelnet import write_offline_modelnet
+
+    source = raw / "ModelNet40"
+    write_offline_modelnet(
+        source,
+        seed=spec["seed"],
+        train_per_class=spec["offline_train_per_class"],
+        test_per_class=spec["offline_test_per_class"],
+    )
+    return source
 
 
+def write_modelnet_splits(source: Path, outputs: dict[str, str], processes: int, num_points: int, seed: int) -> None:
+    """Rule prepare_modelnet40's job: the meshes at ``source`` -> normalised point clouds of
+    ``num_points`` points (:func:`prepare_modelnet`, in ``processes`` processes), the split files
+    ``outputs`` (by split)."""
+    from kdinv.data.splits import save_split
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    logger.info("sampling %d points per mesh of %s with %d processes", num_points, source, processes)
+    data = prepare_modelnet(source, num_points, seed, processes=processes)
+    classes = data["classes"]
+    for split in SPLITS:
+        x, y = data[split]
+        save_split(x, y, len(classes), outputs[split], classes=list(classes))
+        logger.info("%s: %s points, %d classes", split, x.shape, len(classes))

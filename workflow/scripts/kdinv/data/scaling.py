@@ -34,5 +34,3 @@ def fit_scaling(x: torch.Tensor | np.ndarray, method: str) -> dict[str, torch.Te
         "center": torch.as_tensor(center, dtype=torch.float32),
         "scale": torch.as_tensor(scale, dtype=torch.float32),
     }
-
-

@@ -13,6 +13,7 @@ Files are written and read through :mod:`kdinv.io` (atomic, ``weights_only``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,7 @@ import torch
 
 from kdinv.io import load_tensors, save_tensors
 
-
-
-
+log = logging.getLogger(__name__)
 
 
 def save_split(
@@ -106,6 +105,7 @@ def write_folds(
             stats = fit_scaling(data["x"][torch.from_numpy(train)], scaling)
             fold.update({"scaling": scaling, "input_center": stats["center"], "input_scale": stats["scale"]})
         save_tensors(fold, out)
+    log.info("wrote %d folds (seed %d)", k, seed)
 
 
 def load_fold(path: str | Path, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,22 +123,3 @@ def load_fold_scaling(path: str | Path) -> dict[str, torch.Tensor] | None:
     if "input_center" not in fold:
         return None
     return {"center": fold["input_center"], "scale": fold["input_scale"]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Symmetry transformations. Each takes a batch x [N, ...] and a torch.Generator and returns one
-# transformed copy per sample; registered by name so rows pick theirs in the config.
-
-
-
-
-
-
-
-
-
-
-
-
-
-

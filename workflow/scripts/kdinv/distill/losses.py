@@ -1,4 +1,5 @@
-"""Distillation loss (paper Eq. 2; Hinton et al. 2015)."""
+"""Distillation losses: the KD loss (paper Eq. 2; Hinton et al. 2015), the consistency penalty,
+and what the recipes' losses share (:mod:`kdinv.distill.recipes` holds each recipe's loss)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def kd_loss(
 
 def consistency_penalty(logits: torch.Tensor, transformed_logits: torch.Tensor) -> torch.Tensor:
     """mean_i ‖softmax(z(x_i)) − softmax(z(g_i·x_i))‖₂²: the invariance metric's per-sample term
-    (paper Eq. 3, at T = 1), squared so that it is differentiable everywhere (BEYOND.md §1,
+    (paper Eq. 3, at T = 1), squared so that it is differentiable everywhere (docs/beyond.md,
     recipe ``consistency``). Both arguments carry the student's gradient.
 
     Args:
@@ -86,62 +87,80 @@ def teacher_outputs(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def recipe_loss(recipe: dict, temperature: float, augment=None, teacher: torch.nn.Module | None = None):
-    """The batch loss (``kdinv.training.BatchLoss``) of a recipe variant's spec
-    (:meth:`kdinv.distill.recipes.Variant.spec`).
+    """The batch loss (``kdinv.training.BatchLoss``) of a recipe variant's job params
+    (:meth:`kdinv.distill.recipes.Variant.spec`): that of its recipe, built by the loss the
+    recipe names (:attr:`kdinv.distill.recipes.Recipe.loss`; the workflow's own are below).
 
-    - ``plain``: the KD loss of the student on the batch against the cached teacher logits;
-    - ``augmented``: the student on g·x (``augment`` draws g from the step's generator) against
-      the teacher on the same g·x: the cache where the teacher is invariant (``teacher`` None),
-      else ``teacher`` run on the batch;
-    - ``consistency``: plain + λ · :func:`consistency_penalty` of the student on x and g·x (two
-      student passes with the same dropout masks, :func:`same_randomness`);
-    - ``mixup``: x̃ = a·x_i + (1−a)·x_j with a ~ Beta(α, α) per sample and j a permutation of the
-      batch, the student against ``teacher`` on x̃ (run on the batch).
+    ``augment`` draws g from the step's generator, for recipes that apply a symmetry; ``teacher``
+    is the teacher to run on the batch, or None where the cached logits stand for it.
     """
-    kind, direction = recipe["recipe"], recipe["direction"]
+    from kdinv.distill.recipes import RECIPES
+
+    if recipe["recipe"] not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe['recipe']!r} (recipes: {sorted(RECIPES)})")
+    kind = RECIPES[recipe["recipe"]]
+    if kind.needs_symmetry and augment is None:
+        raise ValueError(f"recipe {kind.name} needs the symmetry's augmentation")
+    if kind.teacher_every_batch == "always" and teacher is None:
+        raise ValueError(f"recipe {kind.name} runs the teacher on every batch: pass the teacher")
+    direction = recipe["direction"]
 
     def kd(student_logits, teacher_logits):
         return kd_loss(student_logits, teacher_logits, temperature, direction)
 
-    if kind == "plain":
-        return lambda model, batch: kd(batch.forward(model, batch.inputs), batch.targets)
-    if kind == "augmented":
-        if augment is None:
-            raise ValueError("recipe augmented needs the symmetry's augmentation")
+    return kind.loss_builder()(kind.values_of(recipe), kd, augment, teacher)
 
-        def augmented(model, batch):
-            moved = augment(batch.inputs, batch.generator)
-            targets = batch.targets if teacher is None else teacher_outputs(teacher, moved)
-            return kd(batch.forward(model, moved), targets)
 
-        return augmented
-    if kind == "consistency":
-        if augment is None:
-            raise ValueError("recipe consistency needs the symmetry's augmentation")
-        weight = float(recipe["weight"])
+# The recipes' losses (kdinv.distill.recipes.RECIPES names them): each builds the batch loss of a
+# variant from its parameter values, the KD term ``kd``, the symmetry's ``augment`` and the
+# teacher to run on the batch (None: the cached logits stand for it).
 
-        def consistency(model, batch):
-            x_moved = augment(batch.inputs, batch.generator)
-            logits, moved = same_randomness(lambda: batch.forward(model, batch.inputs),
-                                            lambda: batch.forward(model, x_moved), batch.inputs.device)
-            return kd(logits, batch.targets) + weight * consistency_penalty(logits, moved)
 
-        return consistency
-    if kind == "mixup":
-        if teacher is None:
-            raise ValueError("recipe mixup runs the teacher on every batch: pass the teacher")
-        alpha = float(recipe["alpha"])
+def plain_loss(values, kd, augment, teacher):
+    """The KD loss of the student on the batch against the cached teacher logits."""
+    return lambda model, batch: kd(batch.forward(model, batch.inputs), batch.targets)
 
-        def mixup(model, batch):
-            import numpy as np
 
-            n = len(batch.inputs)
-            a = np.random.default_rng(batch.seed).beta(alpha, alpha, size=n)
-            a = torch.as_tensor(a, dtype=batch.inputs.dtype, device=batch.inputs.device)
-            a = a.view(n, *([1] * (batch.inputs.ndim - 1)))
-            partner = torch.randperm(n, generator=batch.generator).to(batch.inputs.device)
-            mixed = a * batch.inputs + (1 - a) * batch.inputs[partner]
-            return kd(batch.forward(model, mixed), teacher_outputs(teacher, mixed))
+def augmented_loss(values, kd, augment, teacher):
+    """The student on g·x (``augment`` draws g from the step's generator) against the teacher on
+    the same g·x: the cache where the teacher is invariant (``teacher`` None), else the teacher
+    run on the batch."""
+    def augmented(model, batch):
+        moved = augment(batch.inputs, batch.generator)
+        targets = batch.targets if teacher is None else teacher_outputs(teacher, moved)
+        return kd(batch.forward(model, moved), targets)
 
-        return mixup
-    raise ValueError(f"unknown recipe {kind!r}")
+    return augmented
+
+
+def consistency_loss(values, kd, augment, teacher):
+    """plain + λ · the consistency penalty of the student on x and g·x (two student passes with
+    the same dropout masks, :func:`same_randomness`)."""
+    weight = float(values["lambda"])
+
+    def consistency(model, batch):
+        x_moved = augment(batch.inputs, batch.generator)
+        logits, moved = same_randomness(lambda: batch.forward(model, batch.inputs),
+                                        lambda: batch.forward(model, x_moved), batch.inputs.device)
+        return kd(logits, batch.targets) + weight * consistency_penalty(logits, moved)
+
+    return consistency
+
+
+def mixup_loss(values, kd, augment, teacher):
+    """x̃ = a·x_i + (1−a)·x_j with a ~ Beta(α, α) per sample and j a permutation of the batch, the
+    student against the teacher on x̃ (run on the batch)."""
+    import numpy as np
+
+    mixup_alpha = float(values["alpha"])
+
+    def mixup(model, batch):
+        n = len(batch.inputs)
+        a = np.random.default_rng(batch.seed).beta(mixup_alpha, mixup_alpha, size=n)
+        a = torch.as_tensor(a, dtype=batch.inputs.dtype, device=batch.inputs.device)
+        a = a.view(n, *([1] * (batch.inputs.ndim - 1)))
+        partner = torch.randperm(n, generator=batch.generator).to(batch.inputs.device)
+        mixed = a * batch.inputs + (1 - a) * batch.inputs[partner]
+        return kd(batch.forward(model, mixed), teacher_outputs(teacher, mixed))
+
+    return mixup

@@ -5,8 +5,9 @@ the wrappers that become part of a model, and the checkpoint format.
   DGCNN, :mod:`~kdinv.models.deepsets` DeepSets;
 - :mod:`~kdinv.models.registry`: :data:`ARCHITECTURES` and :func:`build_model`;
 - :mod:`~kdinv.models.capabilities`: what each architecture reads and is invariant to (no torch);
-- :mod:`~kdinv.models.wrappers`: :class:`Standardized` (the fold's input scaling) and
-  :class:`GroupAveraged` (the average over a finite group's orbit);
+- :mod:`~kdinv.models.wrappers`: :class:`Standardized` (the fold's input scaling),
+  :class:`GroupAveraged` (the average over a finite group's orbit) and :class:`FrameAveraged`
+  (the average over a point cloud's PCA frame, for continuous rotation groups);
 - :mod:`~kdinv.models.checkpoint`: what ``model.pt`` holds and :func:`load_model`.
 
 The names below are imported on first use, so that ``kdinv.models.capabilities`` can be read
@@ -21,7 +22,7 @@ _WHERE = {
     "ARCHITECTURES": "registry", "build_model": "registry",
 }  # fmt: skip
 
-__all__ = sorted(_WHERE)
+__all__ = sorted(_WHERE)  # noqa: PLE0605 - made from _WHERE, so the two cannot disagree
 
 
 def __getattr__(name: str):

@@ -4,7 +4,8 @@ A checkpoint is a dict that can rebuild the model and says how it was made: the 
 ``state_dict``, ``arch`` and ``params``, the input shape and class count, the training block, the
 per-epoch history and best epoch, the job's wildcards and seed, the torch version, the fold's
 ``input_scaling`` (None, or the fixed statistics of :class:`kdinv.models.wrappers.Standardized`)
-and ``group_average`` (None, or the finite group of :class:`kdinv.models.wrappers.GroupAveraged`).
+and ``group_average`` (None, the finite group of :class:`kdinv.models.wrappers.GroupAveraged`, or
+the rotation group of :class:`kdinv.models.wrappers.FrameAveraged`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 import torch
 
 from kdinv.io import load_tensors
-from kdinv.models.registry import build_model
 from kdinv.models.capabilities import ARCH_INPUTS
-from kdinv.models.wrappers import GroupAveraged, Standardized
-from kdinv.symmetry.catalog import TRANSFORM_INFO
+from kdinv.models.registry import build_model
+from kdinv.models.wrappers import Standardized, averaged
+from kdinv.symmetry.catalog import TRANSFORM_INFO, averaging_groups
 from kdinv.training import TrainConfig
 
 
@@ -57,9 +58,10 @@ def checkpoint(
 
 def build_from_spec(spec: dict, input_shape, num_classes: int, scaling: dict | None) -> torch.nn.Module:
     """The model of a config entry (or checkpoint), wrapped in the fold's fixed input scaling when
-    it has one, and averaged over the finite group ``spec["group_average"]`` when it names one.
+    it has one, and averaged over the group ``spec["group_average"]`` when it names one (over its orbit
+    for a finite group, over the cloud's PCA frame for a continuous rotation group).
 
-    Order: ``GroupAveraged(Standardized(backbone))``. The group acts on the raw inputs, as the
+    Order: ``GroupAveraged(Standardized(backbone))`` (or ``FrameAveraged``). The group acts on the raw inputs, as the
     symmetry transforms of IM and augmentation do, so the average is exactly invariant to them
     whatever the scaling statistics; scaling first would need per-feature statistics that the
     group leaves unchanged (equal scales of the two rotated coordinates, a centre at zero).
@@ -69,14 +71,14 @@ def build_from_spec(spec: dict, input_shape, num_classes: int, scaling: dict | N
         model = Standardized(model, scaling["center"], scaling["scale"])
     group = spec.get("group_average")
     if group:
-        if group not in TRANSFORM_INFO or TRANSFORM_INFO[group].group_order is None:
-            raise ValueError(f"group_average: {group!r} is not a finite group transform")
+        if group not in averaging_groups():
+            raise ValueError(f"group_average: {group!r} is neither a finite group nor a rotation group with a frame")
         if not TRANSFORM_INFO[group].acts_on & ARCH_INPUTS.get(spec["arch"], frozenset()):
             raise ValueError(
                 f"group_average: {group!r} acts on {sorted(TRANSFORM_INFO[group].acts_on)}, which "
                 f"{spec['arch']!r} does not read ({sorted(ARCH_INPUTS[spec['arch']])})"
             )
-        model = GroupAveraged(model, group)
+        model = averaged(model, group)
     return model
 
 

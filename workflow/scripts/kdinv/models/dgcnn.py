@@ -5,13 +5,11 @@ plain PyTorch, chunked to bound memory."""
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 
 DEFAULT_CHUNK_ELEMENTS = 2**26
 """Largest number of elements of a pairwise-distance block (and of a gathered edge block) that
@@ -24,8 +22,9 @@ def knn_indices(x: Tensor, k: int, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS)
     Squared Euclidean distances ``|x_i|² + |x_j|² − 2 x_i·x_j`` are computed per cloud on features
     centred on the cloud's mean (the distances are unchanged, but their rounding error no longer
     grows with a common offset of the features). Each point's own distance is set to −inf, so it
-    is always its first neighbour (``torch_cluster.knn(x, x, k)`` includes it at distance 0). When B·N·N exceeds ``chunk_elements`` the distances are computed for a few
-    clouds, or a few query rows of one cloud, at a time; the indices do not depend on the chunking.
+    is always its first neighbour (``torch_cluster.knn(x, x, k)`` includes it at distance 0). When
+    B·N·N exceeds ``chunk_elements`` the distances are computed for a few clouds, or a few query
+    rows of one cloud, at a time; the indices do not depend on the chunking.
     No gradient flows through the indices. The distances are float32 even under bfloat16
     autocast (autocast is switched off here): bfloat16's 8-bit mantissa would reorder neighbours.
     """

@@ -16,40 +16,6 @@ from kdinv.models.mlp import MLP
 from kdinv.models.resnet import ResNet18APS
 
 
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Point-cloud and set models: DGCNN (the ModelNet teachers) and DeepSets (ModelNet students,
-# jets teachers).
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _positive_int(arch: str, key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{arch}: param {key!r} must be a positive integer, got {value!r}")

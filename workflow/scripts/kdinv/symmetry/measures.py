@@ -25,7 +25,7 @@ p = softmax of the model's logits; every mean is over the samples given.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.autograd import forward_ad

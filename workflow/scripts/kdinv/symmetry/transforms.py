@@ -8,7 +8,7 @@ the invariance metric IM (one seeded draw per evaluation).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -100,7 +100,7 @@ UP_AXIS = 2
 
 Evidence from the 15 real meshes of the sample (``modelnet40-sample/raw``, read with
 :func:`kdinv.data.modelnet.read_off` and :func:`~kdinv.data.modelnet.normalize_mesh`; asserted by
-``tests/unit/test_groups.py::test_modelnet_up_axis_is_z``):
+``tests/unit/symmetry/test_groups.py::test_modelnet_up_axis_is_z``):
 
 - airplanes (6 of 6): z is the thinnest axis (extent 0.26-0.60 against 1.29-2.00 for x and y
   after normalisation): the wings lie in the x-y plane;
@@ -251,6 +251,90 @@ def rot90_z_3d(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return _random_element("rot90_z_3d", x, generator)
 
 
+# ---------------------------------------------------------------------------------------------
+# Continuous rotation groups of point clouds: so2_z_3d (SO(2) about the up axis) and so3_3d (all
+# rotations, SO(3)). Their orbits are infinite, so a model is made invariant to them by frame
+# averaging (kdinv.symmetry.frames), not by enumerating the group.
+
+
+def _unit_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
+    """n Haar-random rotations [n, 3, 3] (float64): unit quaternions from normalised 4-d Gaussians,
+    whose direction is uniform on the 3-sphere, the double cover of SO(3) with its Haar measure."""
+    q = torch.randn((n, 4), generator=generator, dtype=torch.float64)
+    q = q / q.norm(dim=1, keepdim=True)
+    w, x, y, z = q.unbind(1)
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], 1),
+            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], 1),
+            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], 1),
+        ],
+        dim=1,
+    )
+
+
+def _up_rotations(n: int, generator: torch.Generator) -> torch.Tensor:
+    """n rotations [n, 3, 3] (float64) about :data:`UP_AXIS` by angles θ ~ U[0, 2π), each mapping
+    the horizontal coordinates (a, b) to (a cos θ − b sin θ, a sin θ + b cos θ)."""
+    theta = 2 * torch.pi * torch.rand(n, generator=generator, dtype=torch.float64)
+    c, s = theta.cos(), theta.sin()
+    a, b = _HORIZONTAL
+    r = torch.zeros((n, 3, 3), dtype=torch.float64)
+    r[:, UP_AXIS, UP_AXIS] = 1.0
+    r[:, a, a], r[:, a, b], r[:, b, a], r[:, b, b] = c, -s, s, c
+    return r
+
+
+ROTATION_SAMPLERS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
+    "so2_z_3d": _up_rotations,
+    "so3_3d": _unit_rotations,
+}
+"""``sampler(n, generator)``: n rotation matrices [n, 3, 3] (float64, on the CPU) of each
+continuous rotation transform, drawn from its group's Haar measure."""
+
+
+def random_rotations(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n seeded random rotations [n, 3, 3] (float64) of the continuous group ``name``."""
+    if name not in ROTATION_SAMPLERS:
+        raise ValueError(f"{name!r} is not a continuous rotation group; known: {sorted(ROTATION_SAMPLERS)}")
+    return ROTATION_SAMPLERS[name](n, generator)
+
+
+def rotate_points(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Each cloud x[i] [P, 3] rotated by rotations[i] [3, 3] (points p -> R p), computed in float64
+    and returned in x's dtype and device."""
+    r = rotations.to(device=x.device, dtype=torch.float64)
+    return (x.double() @ r.transpose(1, 2)).to(x.dtype)
+
+
+def _rotation_transform(name: str, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"{name} expects point clouds [N, P, 3], got {tuple(x.shape)}")
+    return rotate_points(x, random_rotations(name, x.shape[0], generator))
+
+
+def so2_z_3d(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotation of point clouds about the up axis :data:`UP_AXIS` by a uniform angle in [0, 2π)
+    (one per cloud; about the origin, like rot90_z_3d).
+
+    Args:
+        x: [N, P, 3] point clouds.
+        generator: CPU generator that draws the angles.
+    """
+    return _rotation_transform("so2_z_3d", x, generator)
+
+
+def so3_3d(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotation of point clouds by a Haar-random (uniform) rotation of SO(3), one per cloud, about
+    the origin.
+
+    Args:
+        x: [N, P, 3] point clouds.
+        generator: CPU generator that draws the rotations.
+    """
+    return _rotation_transform("so3_3d", x, generator)
+
+
 TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {
     "shift_2d": shift_2d,
     "translate_3d": translate_3d,
@@ -258,6 +342,8 @@ TRANSFORMS: dict[str, Callable[..., torch.Tensor]] = {
     "rot90_2d": rot90_2d,
     "flip_2d": flip_2d,
     "rot90_z_3d": rot90_z_3d,
+    "so2_z_3d": so2_z_3d,
+    "so3_3d": so3_3d,
 }
 
 

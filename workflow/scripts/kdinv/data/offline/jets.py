@@ -49,21 +49,10 @@ def _wrap(phi: np.ndarray) -> np.ndarray:
     return (phi + np.pi) % (2 * np.pi) - np.pi
 
 
-def _generate_chunk(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Generate the constituents and jet rows of jets with the given class labels.
-
-    Returns:
-        ``(constituents float32 (G, 150, 16), jets float32 (G, 59))`` in the real layout.
-    """
+def _prongs(rng: np.random.Generator, labels: np.ndarray, pt0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The prongs of jets of ``labels`` with pT ``pt0``: their pT shares (G, 3) and their centres
+    (G, 3, 2) in (eta, phi) relative to the seed axis, from 1, 2 or 3 prongs by class."""
     g = len(labels)
-    slots = np.arange(N_PARTICLES)
-    pt0 = rng.uniform(800.0, 1200.0, g)
-    eta0 = rng.uniform(-1.5, 1.5, g)
-    phi0 = rng.uniform(-np.pi, np.pi, g)
-    mult = np.clip(rng.poisson(_MULT_MEAN[labels]), 3, N_PARTICLES)
-    valid = slots[None, :] < mult[:, None]  # (G, 150)
-
-    # Prong centres (relative to the seed axis) and pT shares.
     n_prongs = _N_PRONGS[labels]
     shares = np.zeros((g, 3))
     centres = np.zeros((g, 3, 2))
@@ -85,6 +74,38 @@ def _generate_chunk(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.nd
         centres[three, k, 0] = (radius * np.cos(a))[three]
         centres[three, k, 1] = (radius * np.sin(a))[three]
     shares[three] = dirichlet[three]
+    return shares, centres
+
+
+def _jet_rows(labels: np.ndarray, jpt, jeta, jmass, mult) -> np.ndarray:
+    """The ``jets`` rows (G, 59) of the real layout: pT, eta, mass, multiplicity and the one-hot
+    class of each jet."""
+    g = len(labels)
+    jets = np.zeros((g, N_JET_COLUMNS), dtype=np.float64)
+    jets[:, JET_FEATURE_NAMES.index("j_ptfrac")] = 1.0
+    jets[:, JET_FEATURE_NAMES.index("j_pt")] = jpt
+    jets[:, JET_FEATURE_NAMES.index("j_eta")] = jeta
+    jets[:, JET_FEATURE_NAMES.index("j_mass")] = jmass
+    jets[:, JET_FEATURE_NAMES.index("j_multiplicity")] = mult
+    jets[np.arange(g), N_JET_COLUMNS - 6 + labels] = 1.0
+    return jets
+
+
+def _generate_chunk(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Generate the constituents and jet rows of jets with the given class labels.
+
+    Returns:
+        ``(constituents float32 (G, 150, 16), jets float32 (G, 59))`` in the real layout.
+    """
+    g = len(labels)
+    slots = np.arange(N_PARTICLES)
+    pt0 = rng.uniform(800.0, 1200.0, g)
+    eta0 = rng.uniform(-1.5, 1.5, g)
+    phi0 = rng.uniform(-np.pi, np.pi, g)
+    mult = np.clip(rng.poisson(_MULT_MEAN[labels]), 3, N_PARTICLES)
+    valid = slots[None, :] < mult[:, None]  # (G, 150)
+
+    shares, centres = _prongs(rng, labels, pt0)
 
     # Assign the constituents to prongs, spread them around the prong centres, share the pT.
     u = rng.random((g, N_PARTICLES))
@@ -149,13 +170,7 @@ def _generate_chunk(rng: np.random.Generator, labels: np.ndarray) -> tuple[np.nd
     order = np.argsort(np.where(valid, -pt, np.inf), axis=1, kind="stable")
     features = np.take_along_axis(features, order[:, :, None], axis=1)
 
-    jets = np.zeros((g, N_JET_COLUMNS), dtype=np.float64)
-    jets[:, JET_FEATURE_NAMES.index("j_ptfrac")] = 1.0
-    jets[:, JET_FEATURE_NAMES.index("j_pt")] = jpt
-    jets[:, JET_FEATURE_NAMES.index("j_eta")] = jeta
-    jets[:, JET_FEATURE_NAMES.index("j_mass")] = jmass
-    jets[:, JET_FEATURE_NAMES.index("j_multiplicity")] = mult
-    jets[np.arange(g), N_JET_COLUMNS - 6 + labels] = 1.0
+    jets = _jet_rows(labels, jpt, jeta, jmass, mult)
     return features.astype(np.float32), jets.astype(np.float32)
 
 
