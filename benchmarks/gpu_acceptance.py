@@ -23,6 +23,10 @@ Checks, in this order (each under a time limit; the exit status is non-zero when
     scale, with the grid's GPU-hours) in float32 and bf16, and two trainings sharing one device
     against one alone (throughput, peak memory). (d) and (e) run alone on the device.
 
+On a GPU the whole run has a budget of 480 s (``--budget``): each check's time limit is cut to
+what is left of it, and a run that ends past it fails its ``total`` line. A check that runs out
+of time is stopped with SIGTERM first, so benchmarks/run.py still writes what it measured.
+
 Writes ``<out>/acceptance-<device>.csv`` (check, item, value, limit, ok) and ``<out>/acceptance-
 <device>.md`` (a summary), by default under benchmarks/results/.
 """
@@ -231,8 +235,37 @@ def check_sharing(report, data, device, spec, scratch, timeout):
                round((2 / pair_wall) / (1 / alone_wall), 2))
 
 
-def epoch_tables(report, device, out, quick, timeouts):
-    """benchmarks/run.py at paper scale (what benchmarks/gpu.sh ran): the step table, epoch times
+class Budget:
+    """What is left of the run's time: a check's own limit, cut to the seconds that remain."""
+
+    def __init__(self, seconds: float | None):
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def left(self, cap: float) -> int:
+        if self.end is None:
+            return int(cap)
+        return max(1, int(min(cap, self.end - time.monotonic())))
+
+
+def run_stopped_by_sigterm(cmd, timeout, grace=20):
+    """subprocess.run, but on timeout SIGTERM first (the process may write what it has), SIGKILL
+    after ``grace`` seconds. Returns (exit code, 124 on timeout; stdout + stderr)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        return 124, f"{out}\nstopped after {timeout} s\n"
+
+
+def epoch_tables(report, device, out, quick, timeouts, budget):
+    """benchmarks/run.py at paper scale (what the former gpu.sh ran): the step table, epoch times
     per model and the GPU-hours of the grid, in float32 and bf16; each pass under its time limit
     (on SIGTERM run.py prints and writes what it measured so far)."""
     rows = (
@@ -242,7 +275,7 @@ def epoch_tables(report, device, out, quick, timeouts):
         ("float32", ["--epochs-table"]),
         ("bf16", ["--bf16", "--min-chunk-ms", "20", "--eval-batches", "1"]),
     ):
-        timeout = timeouts[tag]
+        timeout = budget.left(timeouts[tag])
         csv = out / f"epochs-{device.split(':')[0]}-{tag}.csv"
         cmd = [
             sys.executable,
@@ -254,12 +287,8 @@ def epoch_tables(report, device, out, quick, timeouts):
             "--csv",
             str(csv),
         ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
-            code = proc.returncode
-            (out / f"epochs-{device.split(':')[0]}-{tag}.txt").write_text(proc.stdout + proc.stderr)
-        except subprocess.TimeoutExpired:
-            code = 124
+        code, text = run_stopped_by_sigterm(cmd, timeout)
+        (out / f"epochs-{device.split(':')[0]}-{tag}.txt").write_text(text)
         report.add("epochs", f"benchmarks/run.py --epochs-table ({tag})", code, 0, code == 0)
 
 
@@ -270,6 +299,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer folds and temperatures (the CPU path of CI)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--demo-timeout", type=int, default=300, help="seconds for the three demo runs (together)")
+    ap.add_argument("--budget", type=float, help="seconds for the whole run (default: 480 on a GPU, none on the CPU)")
     ap.add_argument("--keep", type=Path, help="work here and keep it (default: a temporary folder)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -298,6 +328,8 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     base = QUICK if args.quick else {}
     started = time.monotonic()
+    budget_s = args.budget if args.budget is not None else (None if device == "cpu" else 480.0)
+    budget = Budget(budget_s)
     try:
         if not report.failed:
             # (a)-(c) at once: the device in float32 and in bf16, and the CPU (the GPU runs share
@@ -309,7 +341,7 @@ def main(argv=None):
             }
             cores = max(1, args.cores // 3)
             with ThreadPoolExecutor(3) as pool:
-                futures = {k: pool.submit(run_demo, report, k, d, dev, cores, args.demo_timeout)
+                futures = {k: pool.submit(run_demo, report, k, d, dev, cores, budget.left(args.demo_timeout))
                            for k, (d, dev) in runs.items()}
                 tables = {k: f.result() for k, f in futures.items()}
             if tables["demo"] is not None and tables["demo_cpu"] is not None:
@@ -322,13 +354,15 @@ def main(argv=None):
                     "training": {**resnet["training"], "epochs": 4, "patience": None, "lr_patience": None}}
             data = scratch / "device" / "results" / "mnist"
             if (data / "data" / "train.pt").exists():
-                check_resume(report, data, device, spec, scratch / "resume", 120)
-                check_sharing(report, data, device, spec, scratch / "sharing", 120)
+                check_resume(report, data, device, spec, scratch / "resume", budget.left(120))
+                check_sharing(report, data, device, spec, scratch / "sharing", budget.left(120))
             else:
                 report.add("resume", "the demo's MNIST data", "missing", "present", False)
-            epoch_tables(report, device, args.out, args.quick, {"float32": 100, "bf16": 60})
+            epoch_tables(report, device, args.out, args.quick, {"float32": 100, "bf16": 60}, budget)
     finally:
-        report.add("total", "wall seconds", round(time.monotonic() - started, 1))
+        wall = time.monotonic() - started
+        report.add("total", "wall seconds", round(wall, 1), "" if budget_s is None else budget_s,
+                   budget_s is None or wall <= budget_s)
         write(report, args.out, device)
         if args.keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
