@@ -114,6 +114,7 @@ def test_every_relative_link_resolves(page):
 def test_no_page_cites_a_file_the_repository_lacks(page):
     text = page.read_text(encoding="utf-8")
     assert not [name for name in ABSENT if name in text]
+    assert not [path for path in REPO_PATH.findall(text) if not (ROOT / path).exists()]
 
 
 def test_readme_stays_short():
@@ -175,6 +176,10 @@ def test_every_docs_page_is_linked_from_the_readme():
 # docs/method.md#the-findings, (docs/method.md, "The teacher gate"), docs/running.md ("The GPU")
 DOC_REF = re.compile(r'(docs/[\w/.-]+?\.md)(?:#([\w-]+))?(?:[,:]?\s*\(?"([^"\n]{3,80})")?')
 CAPS_DOC = re.compile(r"\b([A-Z][A-Z0-9_-]{2,}\.md)\b")  # README.md and the like
+# A file of the repository by its path from the root: tests/unit/symmetry/test_frames.py
+REPO_PATH = re.compile(
+    r"(?<![\w/.<>-])((?:tests|workflow|benchmarks|rules|profiles|envs)/[\w/.-]+\.(?:py|smk|yaml|sh))\b"
+)
 
 
 def source_files() -> list[Path]:
@@ -217,6 +222,8 @@ def missing_documents(prose: str) -> list[str]:
     caps_docs = {p.name for p in ROOT.rglob("*.md") if ".git" not in p.parts}
     problems += [f"{name} (no such file)" for name in sorted(set(CAPS_DOC.findall(prose)))
                  if name not in caps_docs and name not in ABSENT]
+    problems += [f"{path} (no such file)" for path in sorted(set(REPO_PATH.findall(prose)))
+                 if not (ROOT / path).exists()]
     for page, anchor, section in DOC_REF.findall(prose):
         dest = ROOT / page
         if not dest.is_file():
@@ -248,6 +255,9 @@ def test_the_source_scan_finds_docstrings_comments_and_cited_documents(tmp_path)
     ]
     assert missing_documents('docs/method.md, "Metrics (paper §3.4)"; README.md; UNKNOWN.md') == [
         "UNKNOWN.md (no such file)"
+    ]
+    assert missing_documents("tests/unit/test_docs.py, tests/unit/test_frames.py, tests/unit/<package>/x.py") == [
+        "tests/unit/test_frames.py (no such file)"
     ]
     smk = tmp_path / "r.smk"
     smk.write_text('rule a:\n    """Rule docstring."""\n    output: "x"  # a comment\n')

@@ -1,5 +1,6 @@
-"""The library's layout: each package's docstring names every module in it, and no module of
-the library is longer than a reader can take in, nor any function in it."""
+"""The library's layout: each package's docstring names every module in it, no function of the
+library is longer than a reader can take in, no Python file keeps runs of blank lines where code
+was removed, and ruff passes."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def test_no_function_of_the_library_is_longer_than_about_80_lines():
                 if lines > 85:
                     long.append(f"{path.relative_to(LIBRARY)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_no_python_file_has_a_run_of_blank_lines():
+    """Two blank lines separate top-level definitions (PEP 8); three or more are what a removal
+    left behind."""
+    root = LIBRARY.parents[2]
+    files = [p for d in ("workflow", "tests", "benchmarks") for p in (root / d).rglob("*.py")]
+    assert len(files) > 50
+    runs = [f"{p.relative_to(root)}:{s[:m.start()].count(chr(10)) + 2}" for p in files
+            for s in [p.read_text()] for m in [re.search(r"\n\n\n\n", s)] if m]
+    assert not runs, runs
 
 
 def test_ruff_check_passes():

@@ -59,12 +59,6 @@ def clouds(n: int, seed: int, points: int = POINTS) -> torch.Tensor:
     return rotate_points(x, random_rotations("so3_3d", n, g))
 
 
-
-
-
-
-
-
 def backbone(arch: str, seed: int, points: int = POINTS) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(arch, DGCNN if arch == "dgcnn" else DEEPSETS, (points, 3), 10)

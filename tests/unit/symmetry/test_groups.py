@@ -71,12 +71,6 @@ def clouds(n: int, seed: int, points: int = POINTS) -> torch.Tensor:
     return torch.rand(n, points, 3, generator=g) * 2 - 1
 
 
-
-
-
-
-
-
 def resnet(seed: int, group: str | None = "rot90_2d") -> nn.Module:
     torch.manual_seed(seed)
     backbone = build_model("resnet18_aps", RESNET, (1, 32, 32), 10)

@@ -25,7 +25,7 @@ computed in float64 (ε ≈ 1e-16) for every input dtype, so rounding matters on
 gaps far below those of sampled meshes. :func:`closest_eigenvalue_ratio` measures how close a
 cloud is; on the 15 real ModelNet40 meshes of the sample the largest ratio λᵢ/λᵢ₊₁ of 1,000
 sampled points is 0.935 in 3-d and 0.903 in the horizontal plane (docs/beyond.md), and
-``tests/unit/test_frames.py`` checks the frame-averaged models' invariance on them and shows the
+``tests/unit/symmetry/test_frames.py`` checks the frame-averaged models' invariance on them and shows the
 failure on an exactly degenerate cloud.
 """
 
