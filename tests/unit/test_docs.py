@@ -4,6 +4,7 @@ does not have."""
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import tokenize
@@ -214,12 +215,19 @@ def source_prose(path: Path) -> str:
     return " ".join(" ".join(parts).split())
 
 
+@functools.cache
+def markdown_names() -> frozenset[str]:
+    """The names of the repository's Markdown files (one walk of the tree, not one per file
+    scanned: the tree holds the virtualenv too)."""
+    return frozenset(p.name for p in ROOT.rglob("*.md") if ".git" not in p.parts)
+
+
 def missing_documents(prose: str) -> list[str]:
     """What ``prose`` cites that the repository lacks: a name of ABSENT, an upper-case ``*.md``
     file that is nowhere in the repository, a ``docs/`` page that does not exist, or an anchor or
     quoted section name that no heading of the page has."""
     problems = [f"{name} (not in the repository)" for name in ABSENT if name in prose]
-    caps_docs = {p.name for p in ROOT.rglob("*.md") if ".git" not in p.parts}
+    caps_docs = markdown_names()
     problems += [f"{name} (no such file)" for name in sorted(set(CAPS_DOC.findall(prose)))
                  if name not in caps_docs and name not in ABSENT]
     problems += [f"{path} (no such file)" for path in sorted(set(REPO_PATH.findall(prose)))
