@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kdinv.models import ARCHITECTURES, MLP, APSDown, ResNet18APS, build_model
+from kdinv.models.resnet import CircularConv2d, circular_pad
 
 SHIFTS = [(s * sign, 0) for s in range(1, 6) for sign in (1, -1)] + [
     (0, s * sign) for s in range(1, 6) for sign in (1, -1)
@@ -65,6 +66,51 @@ def reference_aps(x: torch.Tensor) -> torch.Tensor:
         norms = torch.stack([torch.norm(p[i]) for p in components])
         outputs.append(components[int(norms.argmax())][i])
     return torch.stack(outputs)
+
+
+# ---------------------------------------------------------------- circular padding
+
+
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (1, 2, 1, 2), (0, 1, 0, 1), (0, 1, 0, 0), (0, 0, 1, 0), (3, 0, 0, 2)])
+def test_circular_pad_equals_torch_circular_pad(pad):
+    """Values, and gradients to rounding, of torch's own circular mode (the independent one)."""
+    torch.manual_seed(4)
+    x = torch.randn(2, 3, 7, 6, requires_grad=True)
+    ours = circular_pad(x, pad)
+    theirs = nn.functional.pad(x, pad, mode="circular")
+    assert torch.equal(ours, theirs)
+    weight = torch.randn_like(theirs)
+    (grad_ours,) = torch.autograd.grad((ours * weight).sum(), x)
+    (grad_theirs,) = torch.autograd.grad((theirs * weight).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_circular_conv_equals_torch_circular_conv():
+    """Same parameters and state dict as ``nn.Conv2d(padding_mode="circular")``, same outputs."""
+    torch.manual_seed(5)
+    ours = CircularConv2d(3, 4, 3, padding=1, padding_mode="circular", bias=True)
+    theirs = nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular", bias=True)
+    theirs.load_state_dict(ours.state_dict())
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    x = torch.randn(2, 3, 9, 8)
+    assert torch.equal(ours(x), theirs(x))
+    zeros = CircularConv2d(3, 4, 3, padding=1, bias=False)  # another padding mode: nn.Conv2d's own
+    reference = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    reference.load_state_dict(zeros.state_dict())
+    assert torch.equal(zeros(x), reference(x))
+
+
+def test_resnet_outputs_do_not_depend_on_the_padding_implementation(monkeypatch):
+    """The whole ResNet with torch's circular padding everywhere gives the same logits."""
+    from kdinv.models import resnet
+
+    torch.manual_seed(6)
+    model = ResNet18APS(1, 10, width=8).eval()
+    x = torch.randn(4, 1, 28, 28)
+    ours = model(x)
+    monkeypatch.setattr(resnet, "circular_pad", lambda t, pad: nn.functional.pad(t, pad, mode="circular"))
+    monkeypatch.setattr(CircularConv2d, "_conv_forward", nn.Conv2d._conv_forward)
+    assert torch.equal(model(x), ours)
 
 
 # ---------------------------------------------------------------- APS
