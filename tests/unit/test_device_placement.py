@@ -12,6 +12,7 @@ bf16 autocast path (with the stand-in's own autocast: torch's knows no meta devi
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from kdinv.data.splits import load_fold, load_split, save_split, write_folds
 from kdinv.evaluation import evaluate_runs, teacher_gate
 from kdinv.io import load_tensors
 from kdinv.jobs import distill_student, train_model
+from kdinv.models import ResNet18APS
 from kdinv.models.checkpoint import load_model
 from kdinv.training import Resume, TrainConfig, TrainingInterrupted, fit, outputs_loss
 
@@ -112,6 +114,22 @@ def test_the_stand_in_fails_where_a_gpu_fails():
             torch.rand(3, generator=torch.Generator(), device=DEVICE)
         got = model.to(DEVICE)(x.to(DEVICE)).cpu()
     assert torch.equal(got, expected)
+
+
+def test_the_resnet_computes_on_the_accelerator_as_on_the_cpu():
+    """ResNet18-APS, whose circular padding and polyphase choice are its own code, runs forward
+    and backward on the stand-in with every tensor where its inputs are, to the CPU's values."""
+    torch.manual_seed(3)
+    model, x = ResNet18APS(1, 10, width=4), torch.randn(3, 1, 28, 28)
+    moved = copy.deepcopy(model)
+    model(x).sum().backward()
+    with standin_accelerator():
+        moved.to(DEVICE)
+        out = moved(x.to(DEVICE))
+        out.sum().backward()
+        grads = {name: p.grad.cpu() for name, p in moved.named_parameters()}
+    assert out.device == STANDIN
+    assert all(torch.equal(grads[name], p.grad) for name, p in model.named_parameters())
 
 
 def test_training_plain_augmented_and_group_averaged(trained, data, tmp_path):
